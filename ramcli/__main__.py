@@ -1,0 +1,5 @@
+"""`python -m ramcli` runs the CLI."""
+
+from .cli import main
+
+main()

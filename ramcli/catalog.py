@@ -1,0 +1,99 @@
+"""What `ramcli models list`, `models import` and `doctor` report: manifests joined with the cache."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__, store
+from .config import cache_dir, index_path, manifest, manifests, manifests_dir
+from .download import fetch_tag_files, human_bytes
+from .errors import UsageError
+
+Report = Callable[[str], None]
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every known model (manifests) and every installed one (imports under other names too)."""
+    installed = {m.name: m for m in store.installed()}
+    rows: list[dict[str, Any]] = []
+    for m in manifests().values():
+        row: dict[str, Any] = {"name": m.name, "family": m.family, "title": m.title, "default": m.is_default,
+                               "capabilities": m.data.get("capabilities", []), "supported": m.supported,
+                               "installed": m.name in installed}
+        size = m.weights.get("approx_bytes")
+        if size:
+            row["download_size"] = human_bytes(size)
+        rows.append(row)
+    for name, inst in installed.items():
+        row = next((r for r in rows if r["name"] == name), None)
+        if row is None:
+            row = {"name": name, "family": inst.family, "title": "imported checkpoint", "default": False,
+                   "capabilities": [], "supported": True, "installed": True}
+            rows.append(row)
+        row["installed_size"] = human_bytes(inst.size_bytes())
+        row["path"] = str(inst.path)
+        row["num_tags"] = inst.num_tags
+    return rows
+
+
+def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list_zh: Path | None = None,
+                 thresholds: Path | None = None, image_size: int | None = None,
+                 report: Report = lambda _m: None) -> store.InstalledModel:
+    """Convert a local checkpoint; a known model name brings its official tag files along."""
+    from .convert.export import import_checkpoint
+
+    default_threshold = 0.68
+    extra: dict[str, Path] = {}
+    if name in manifests():
+        m = manifest(name)
+        default_threshold = m.default_threshold
+        image_size = image_size or m.preprocess.get("image_size")
+        if tag_list is None:
+            files = fetch_tag_files(m, report)
+            tag_list = files["tag_list"]
+            tag_list_zh = tag_list_zh or files.get("tag_list_zh")
+            thresholds = thresholds or files.get("thresholds")
+            extra = {n: files[k] for k, n in (("notice", "NOTICE.txt"), ("license", "LICENSE")) if k in files}
+    if tag_list is None:
+        raise UsageError(f"{name!r} is not a known model, so its tag list is needed",
+                         hint="pass --tag-list FILE (one tag per line, in the model's class order)")
+    return import_checkpoint(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
+                             extra_files=extra, image_size=image_size, default_threshold=default_threshold,
+                             source={"kind": "import"}, report=report)
+
+
+def probe_provider(device: str = "auto") -> str:
+    """Which provider a session really gets here, tested on a one-node graph (no model needed)."""
+    from onnx import TensorProto, helper
+
+    from .engine import EngineOptions, _session
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = _session(model.SerializeToString(), EngineOptions(device=device))
+    return session.get_providers()[0].removesuffix("ExecutionProvider")
+
+
+def doctor_report() -> dict[str, Any]:
+    import numpy
+    import onnxruntime
+
+    return {
+        "ramcli": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "providers_available": onnxruntime.get_available_providers(),
+        "provider_in_use": probe_provider(),
+        "cache": str(cache_dir()),
+        "manifests": str(manifests_dir()),
+        "index": str(index_path()),
+        "models_installed": [m.name for m in store.installed()] or ["(none)"],
+    }

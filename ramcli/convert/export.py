@@ -1,0 +1,181 @@
+"""Checkpoint -> installed ONNX model, with the parity check in the same place (as rclip does).
+
+``import_checkpoint`` loads the official file strictly, infers the architecture, exports the
+image encoder and the tag head to ONNX, saves the label embeddings, then runs the *runtime*
+path (onnxruntime + numpy) against the PyTorch model on fixed inputs before the model folder
+is committed. A conversion that does not reproduce PyTorch is never installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__, store
+from ..engine import Engine, EngineOptions
+from ..errors import CheckpointError, RamcliError
+from ..hashing import sha256_file
+from ..images import Preprocess, to_input
+from ..tagging import Tagger
+from ..vocab import Vocabulary
+from .checkpoint import build_model, infer_config, load_state_dict, remap_keys
+from .ram import ImageEncoder, RamModel, TagHead
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-3  # logits; a faithful export lands near 1e-6, a broken one far above
+Report = Callable[[str], None]
+
+
+def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
+            output: str, axes: dict[str, dict[int, str]]) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer chatter
+        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=[output],
+                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+
+
+def export_onnx(model: RamModel, out: Path) -> None:
+    cfg = model.cfg
+    size = cfg.swin.image_size
+    image = torch.zeros(1, cfg.swin.in_chans, size, size)
+    _export(ImageEncoder(model), (image,), out / store.ENCODER, ["image"], "image_embeds",
+            {"image": {0: "batch"}, "image_embeds": {0: "batch"}})
+    embeds = torch.zeros(2, cfg.swin.num_tokens, cfg.embed_dim)
+    tags = torch.zeros(2, 3, cfg.embed_dim)
+    _export(TagHead(model), (embeds, tags), out / store.HEAD, ["image_embeds", "tag_embeds"], "logits",
+            {"image_embeds": {0: "batch"}, "tag_embeds": {0: "batch", 1: "tags"}, "logits": {0: "batch", 1: "tags"}})
+
+
+def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
+    """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(count):
+        h, w = 300 + 40 * i, 420 - 30 * i
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], axis=-1) * 255
+        pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        batch.append(to_input(Image.fromarray(pixels), pre))
+    return np.stack(batch)
+
+
+def parity_check(model: RamModel, installed: store.InstalledModel, images: np.ndarray) -> dict[str, float]:
+    """Max |PyTorch - runtime| over image embeddings, logits and scores, on ``images``."""
+    with torch.no_grad():
+        x = torch.from_numpy(images)
+        ref_embeds = model.encode_image(x).numpy()
+        ref_logits = model(x).numpy()
+    tagger = Tagger(Engine(installed, EngineOptions(device="cpu")), Vocabulary.builtin(installed))
+    embeds, logits = tagger.infer(images)
+    sig = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
+    return {
+        "image_embeds_max_abs": float(np.abs(embeds - ref_embeds).max()),
+        "logits_max_abs": float(np.abs(logits - ref_logits).max()),
+        "scores_max_abs": float(np.abs(sig(logits) - sig(ref_logits)).max()),
+        "images": int(images.shape[0]),
+    }
+
+
+def _copy_text(src: Path | None, dst: Path) -> None:
+    if src is not None:
+        if not src.is_file():
+            raise RamcliError("no such file", path=src, hint="check the path")
+        shutil.copyfile(src, dst)
+
+
+def import_checkpoint(
+    checkpoint: Path,
+    name: str,
+    *,
+    tag_list: Path,
+    tag_list_zh: Path | None = None,
+    thresholds: Path | None = None,
+    extra_files: dict[str, Path] | None = None,
+    image_size: int | None = None,
+    default_threshold: float = 0.68,
+    source: dict[str, Any] | None = None,
+    report: Report = lambda _msg: None,
+) -> store.InstalledModel:
+    """Convert ``checkpoint`` and install it as ``name``; returns the installed model."""
+    if not tag_list.is_file():
+        raise RamcliError("no such tag list", path=tag_list, hint="pass --tag-list with the model's tag file")
+    names = store.read_lines(tag_list)
+    report(f"reading {checkpoint}")
+    state = remap_keys(load_state_dict(checkpoint))
+    cfg = infer_config(state, len(names), image_size)
+    model = build_model(state, cfg, source=checkpoint)
+    if tag_list_zh is not None and len(store.read_lines(tag_list_zh)) != len(names):
+        raise CheckpointError(f"does not have {len(names)} lines like the tag list", path=tag_list_zh)
+    if thresholds is not None:
+        store.read_thresholds(thresholds, len(names))
+
+    staging = store.staging_path(name)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        report("exporting to ONNX")
+        t0 = time.perf_counter()
+        export_onnx(model, staging)
+        np.save(staging / store.LABELS, state["label_embed"].float().numpy())
+        _copy_text(tag_list, staging / store.TAG_LIST)
+        _copy_text(tag_list_zh, staging / store.TAG_LIST_ZH)
+        _copy_text(thresholds, staging / store.THRESHOLDS)
+        for filename, path in (extra_files or {}).items():
+            _copy_text(path, staging / filename)
+        meta = {
+            "name": name,
+            "family": cfg.family,
+            "num_tags": cfg.num_tags,
+            "descriptions_per_tag": cfg.descriptions_per_tag,
+            "reweight_scale": float(state["reweight_scale"]) if "reweight_scale" in state else None,
+            "default_threshold": default_threshold,
+            "architecture": {"swin": {k: v for k, v in asdict(cfg.swin).items() if k != "extra"},
+                             "tag_head": asdict(cfg.head), "embed_dim": cfg.embed_dim,
+                             "num_tokens": cfg.swin.num_tokens},
+            "preprocess": {"image_size": cfg.swin.image_size, "mean": [0.485, 0.456, 0.406],
+                           "std": [0.229, 0.224, 0.225], "resize": "bilinear", "exif_orientation": True},
+            "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
+                       "bytes": checkpoint.stat().st_size, **(source or {})},
+            "converted_by": f"ramcli {__version__}, torch {torch.__version__}",
+            "export_seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        report("checking ONNX against PyTorch")
+        partial = store.InstalledModel(name, staging)
+        parity = parity_check(model, partial, parity_images(partial.preprocess))
+        if parity["logits_max_abs"] > PARITY_TOLERANCE:
+            raise RamcliError(f"ONNX export does not reproduce PyTorch (max logit difference "
+                              f"{parity['logits_max_abs']:.2e})", path=checkpoint,
+                              hint="please report this with `ramcli doctor --json`")
+        meta["parity"] = parity
+        (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return store.InstalledModel(name, store.commit(staging, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def verify(name: str, images: np.ndarray | None = None) -> dict[str, Any]:
+    """Re-run the parity check of an installed model against its source checkpoint."""
+    installed = store.get(name)
+    src = Path(installed.meta["source"]["checkpoint"])
+    if not src.is_file():
+        raise RamcliError("the source checkpoint is gone", path=src,
+                          hint=f"pull or import {name} again to verify it")
+    state = remap_keys(load_state_dict(src))
+    cfg = infer_config(state, installed.num_tags, installed.preprocess.image_size)
+    model = build_model(state, cfg, source=src)
+    imgs = images if images is not None else parity_images(installed.preprocess)
+    result = parity_check(model, installed, imgs)
+    return {"model": name, "checkpoint": str(src), **result, "ok": result["logits_max_abs"] <= PARITY_TOLERANCE}

@@ -1,0 +1,125 @@
+"""`ramcli models pull`: fetch a model's weights and tag files, check them, convert them.
+
+Weights come from the Hugging Face hub through huggingface_hub (resumable downloads into its
+own cache, with a progress bar); the small tag files come from the authors' repository at a
+pinned commit and are checked against the sha256 in the manifest. Conversion (torch) is
+imported only here, after the downloads, so ``ramcli tag`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from . import store
+from .config import Manifest, cache_dir, manifest
+from .errors import DownloadError, RamcliError
+from .hashing import sha256_file
+
+Report = Callable[[str], None]
+TAG_FILE_NAMES = {"tag_list": store.TAG_LIST, "tag_list_zh": store.TAG_LIST_ZH,
+                  "thresholds": store.THRESHOLDS, "notice": "NOTICE.txt", "license": "LICENSE"}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"} or \
+        os.environ.get("RAMCLI_OFFLINE", "").lower() in {"1", "true", "yes"}
+
+
+def fetch_file(url: str, sha256: str | None, report: Report) -> Path:
+    """Download a small file once into the cache; the checksum decides whether it is usable."""
+    target = cache_dir() / "downloads" / f"{(sha256 or hashlib.sha256(url.encode()).hexdigest())[:16]}-{Path(url).name}"
+    if target.is_file() and (sha256 is None or hashlib.sha256(target.read_bytes()).hexdigest() == sha256):
+        return target
+    if _offline():
+        raise DownloadError(f"offline: cannot fetch {url}",
+                            hint="unset HF_HUB_OFFLINE/RAMCLI_OFFLINE, or use `ramcli models import` with local files")
+    report(f"fetching {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data = resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot fetch {url} ({reason})",
+                            hint="check the network, or use `ramcli models import` with local files") from None
+    got = hashlib.sha256(data).hexdigest()
+    if sha256 and got != sha256:
+        raise DownloadError(f"checksum mismatch for {url} (got {got[:12]}..., want {sha256[:12]}...)",
+                            hint="the source changed; please report it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+def fetch_tag_files(m: Manifest, report: Report) -> dict[str, Path]:
+    return {key: fetch_file(spec["url"], spec.get("sha256"), report) for key, spec in m.tag_files.items()}
+
+
+def fetch_weights(m: Manifest, report: Report) -> Path:
+    w = m.weights
+    if w.get("hub") != "huggingface":
+        raise DownloadError(f"model {m.name} has no downloadable weights", hint="use `ramcli models import`")
+    if _offline():
+        raise DownloadError(f"offline: cannot download {m.name}",
+                            hint=f"download {w['filename']} elsewhere and run "
+                                 f"`ramcli models import {w['filename']} --name {m.name}`")
+    from huggingface_hub import hf_hub_download  # heavy import, only when downloading
+
+    size = w.get("approx_bytes")
+    report(f"downloading {m.name} weights ({human_bytes(size) if size else 'size unknown'}) "
+           f"from huggingface.co/{w['repo_id']}")
+    try:
+        path = Path(hf_hub_download(repo_id=w["repo_id"], filename=w["filename"], revision=w.get("revision"),
+                                    repo_type=w.get("repo_type", "model")))
+    except Exception as exc:  # the hub raises many types: offline, HTTP, DNS, disk full
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DownloadError(f"cannot download {m.name} ({type(exc).__name__}: {first[:200]})",
+                            hint=f"check the network, or download {w['filename']} elsewhere and run "
+                                 f"`ramcli models import {w['filename']} --name {m.name}`") from None
+    want = w.get("sha256")
+    if want:
+        if sha256_file(path) != want:
+            raise DownloadError("checksum mismatch", path=path, hint="delete it and pull again")
+    return path
+
+
+def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
+    """Download (or reuse) the weights and tag files of a known model, then convert it."""
+    m = manifest(name)
+    if not m.supported or m.family not in {"ram_plus", "ram"}:
+        raise RamcliError(f"model {name} ({m.title}) cannot be converted by this version of ramcli yet",
+                          hint="use ram_plus_swin_large_14m or ram_swin_large_14m")
+    files = fetch_tag_files(m, report)
+    checkpoint = fetch_weights(m, report)
+    return convert(m, checkpoint, files, report, source={"kind": "pull", **m.weights})
+
+
+def convert(m: Manifest, checkpoint: Path, files: dict[str, Path], report: Report,
+            source: dict[str, object]) -> store.InstalledModel:
+    from .convert.export import import_checkpoint
+
+    extra = {TAG_FILE_NAMES[k]: p for k, p in files.items() if k in {"notice", "license"}}
+    return import_checkpoint(
+        checkpoint, m.name, tag_list=files["tag_list"], tag_list_zh=files.get("tag_list_zh"),
+        thresholds=files.get("thresholds"), extra_files=extra, default_threshold=m.default_threshold,
+        image_size=m.preprocess.get("image_size"), source=source, report=report)
+
+
+def disk_free(path: Path) -> int:
+    path.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(path).free

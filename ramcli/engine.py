@@ -1,0 +1,91 @@
+"""onnxruntime sessions for one installed model: CUDA when it really loads, else CPU.
+
+``get_available_providers()`` lists CUDA whenever onnxruntime-gpu is installed, GPU or not, so
+the provider in use is read back from the session. onnxruntime's own messages about a CUDA
+library it could not load are silenced; ramcli says once which provider runs instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import RamcliError
+from .store import ENCODER, HEAD, InstalledModel
+
+_QUIET = 3  # errors only
+_SILENT = 4  # fatal only: while probing for CUDA
+
+
+def _cuda_wanted(device: str) -> bool:
+    if device == "cpu":
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # 0: onnxruntime's default (all physical cores)
+
+
+def _session(path: str | bytes, opts: EngineOptions) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = _QUIET
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if opts.threads:
+        so.intra_op_num_threads = opts.threads
+    providers = ["CPUExecutionProvider"]
+    if _cuda_wanted(opts.device):
+        providers.insert(0, "CUDAExecutionProvider")
+        try:  # CUDA/cuDNN from the nvidia-* wheels, if present
+            ort.preload_dlls(directory="")
+        except Exception:
+            pass
+    ort.set_default_logger_severity(_SILENT if len(providers) > 1 else _QUIET)
+    try:
+        session = ort.InferenceSession(path, so, providers=providers)
+    except Exception as exc:
+        raise RamcliError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0]})",
+                          path=path if isinstance(path, str) else None,
+                          hint="convert it again with `ramcli models import` or `ramcli models pull`") from None
+    finally:
+        ort.set_default_logger_severity(_QUIET)
+    if opts.device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        raise RamcliError("--device cuda was asked for, but CUDA could not be loaded",
+                          hint="check the NVIDIA driver and the nvidia-* CUDA 12/13 wheels, or use --device auto")
+    return session
+
+
+class Engine:
+    """The two ONNX graphs of a RAM/RAM++ model. Inputs and outputs are float32 numpy arrays."""
+
+    def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
+        self.model = model
+        self.opts = opts or EngineOptions()
+        self.encoder = _session(os.fspath(model.path / ENCODER), self.opts)
+        self.head = _session(os.fspath(model.path / HEAD), self.opts)
+
+    @property
+    def provider(self) -> str:
+        """What actually runs: "CUDA" or "CPU"."""
+        return "CUDA" if self.encoder.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(B, 3, S, S) -> image embeddings (B, N, 512)."""
+        return self.encoder.run(None, {"image": np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+    def logits(self, image_embeds: np.ndarray, tag_embeds: np.ndarray) -> np.ndarray:
+        """(B, N, 512) x (B, T, 512) -> (B, T)."""
+        feeds = {"image_embeds": np.ascontiguousarray(image_embeds, dtype=np.float32),
+                 "tag_embeds": np.ascontiguousarray(tag_embeds, dtype=np.float32)}
+        return self.head.run(None, feeds)[0]
+
+
+def ort_info() -> dict[str, object]:
+    """For `ramcli doctor`: what onnxruntime offers (not necessarily what will load)."""
+    return {"onnxruntime": ort.__version__, "device": ort.get_device(),
+            "available_providers": ort.get_available_providers()}

@@ -1,0 +1,47 @@
+"""The errors ramcli shows to people: one line naming the file, what went wrong, what to do.
+
+Library code raises these; the CLI prints ``str(err)`` and exits non-zero, never a traceback.
+Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RamcliError(Exception):
+    """An expected failure: ``path: what went wrong (what to do)``."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None) -> None:
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class UsageError(RamcliError):
+    """Bad arguments or options; exit code 2 like Click's own usage errors."""
+
+    exit_code = 2
+
+
+class ModelNotFound(RamcliError):
+    """No such model is installed or known."""
+
+
+class CheckpointError(RamcliError):
+    """A checkpoint file that cannot be loaded as the model it claims to be."""
+
+
+class DownloadError(RamcliError):
+    """Fetching weights or data failed (offline, hub unreachable, checksum mismatch)."""
+
+
+class ImageError(RamcliError):
+    """A photo that cannot be read or decoded."""

@@ -1,0 +1,79 @@
+"""Photo -> model input, in numpy, matching the reference transform bit for bit.
+
+The reference does ``Image.convert("RGB")`` (alpha dropped without compositing, Pillow's own
+rules for palette, CMYK, 16-bit and grayscale), torchvision ``Resize((S, S))`` on the PIL image
+(= PIL bilinear with antialiasing, aspect ratio not kept), ``ToTensor`` and ``Normalize``.
+ramcli adds what a photo tool must: the EXIF orientation is applied first, so a portrait
+photo shot sideways is seen upright. HEIC/HEIF open through pillow-heif when it is installed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except Exception:  # pragma: no cover - depends on the platform's wheel
+    pass
+
+# Pillow raises DecompressionBombError above 2x this; 178 MP is far beyond any camera.
+Image.MAX_IMAGE_PIXELS = 178_956_970
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The input contract of one model (from its manifest)."""
+
+    image_size: int = 384
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def open_rgb(path: Path, *, orient: bool = True) -> Image.Image:
+    """Decode a photo to an RGB PIL image, upright when ``orient``; ImageError on any failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)  # first frame of GIFs and multi-page TIFFs
+                if orient:
+                    img = ImageOps.exif_transpose(img)
+                img.load()
+                return img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageError("file vanished before it could be read", path=path) from None
+    except PermissionError:
+        raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else \
+            "too many pixels (decompression bomb guard)"
+        raise ImageError(reason, path=path, hint="skip it or convert it to JPEG/PNG") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageError(f"cannot decode image ({msg})", path=path,
+                         hint="the file may be truncated or corrupt") from None
+
+
+def to_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """RGB PIL image -> float32 (3, S, S), normalised exactly as the reference does."""
+    size = pre.image_size
+    resized = img.resize((size, size), Image.Resampling.BILINEAR)
+    x = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+
+def load_input(path: Path, pre: Preprocess, *, orient: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode + preprocess one photo; also returns the upright (width, height)."""
+    img = open_rgb(path, orient=orient)
+    return to_input(img, pre), img.size

@@ -1,0 +1,109 @@
+"""Photos -> tags: decode (threads; Pillow releases the GIL) overlapped with batched inference.
+
+Every photo yields exactly one :class:`PhotoResult`, in input order, either with tags or with
+the one-line error that explains why not; one bad file never stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .config import default_model_name
+from .engine import Engine, EngineOptions
+from .errors import ImageError, ModelNotFound
+from .images import Preprocess, load_input
+from .tagging import Selection, Tag, Tagger
+from .vocab import Vocabulary
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class PhotoResult:
+    path: Path
+    model: str
+    tags: list[Tag] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        if self.error is not None:
+            return {"path": str(self.path), "model": self.model, "error": self.error}
+        return {"path": str(self.path), "model": self.model, "tags": [t.as_dict() for t in self.tags]}
+
+
+def resolve_model(name: str | None, *, download: bool, report: Report) -> store.InstalledModel:
+    """The installed model to run; pulls a known one first when allowed (as rclip does)."""
+    name = name or default_model_name()
+    if store.is_installed(name):
+        return store.get(name)
+    if not download:
+        raise ModelNotFound(f"model {name!r} is not installed",
+                            hint=f"run `ramcli models pull {name}`, or `ramcli models import CKPT --name {name}` "
+                                 "for a checkpoint you already have")
+    from .download import pull
+
+    report(f"model {name} is not installed yet: downloading and converting it once")
+    return pull(name, report)
+
+
+def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None) -> Tagger:
+    return Tagger(Engine(model, opts), Vocabulary.builtin(model))
+
+
+def _decode(path: Path, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]] | ImageError:
+    try:
+        return load_input(path, pre)
+    except ImageError as err:
+        return err
+    except Exception as err:  # noqa: BLE001 - a decoder bug must not end the run
+        return ImageError(f"cannot decode image ({type(err).__name__}: {err})", path=path)
+
+
+def tag_photos(paths: Iterable[Path], tagger: Tagger, selection: Selection, *,
+               batch_size: int = 4, workers: int | None = None) -> Iterator[PhotoResult]:
+    """Yield one result per path, in order; decoding runs ahead of inference by two batches."""
+    name = tagger.engine.model.name
+    pre = tagger.engine.model.preprocess
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[Path, Future]] = deque()
+        it = iter(paths)
+
+        def fill() -> None:
+            while len(pending) < batch_size * 2:
+                try:
+                    p = next(it)
+                except StopIteration:
+                    return
+                pending.append((p, pool.submit(_decode, p, pre)))
+
+        fill()
+        while pending:
+            batch: list[tuple[Path, np.ndarray, tuple[int, int]]] = []
+            errors: list[PhotoResult] = []
+            order: list[Path] = []
+            while pending and len(batch) < batch_size:
+                p, fut = pending.popleft()
+                order.append(p)
+                got = fut.result()
+                if isinstance(got, ImageError):
+                    errors.append(PhotoResult(p, name, error=str(got)))
+                else:
+                    batch.append((p, got[0], got[1]))
+            fill()
+            done: dict[Path, PhotoResult] = {r.path: r for r in errors}
+            if batch:
+                _, logits = tagger.infer(np.stack([x for _, x, _ in batch]))
+                for (p, _, size), row in zip(batch, logits, strict=True):
+                    done[p] = PhotoResult(p, name, tagger.tags(row, selection), size=size)
+            for p in order:
+                yield done[p]

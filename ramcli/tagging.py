@@ -1,0 +1,80 @@
+"""Logits -> tags. The one place that decides which tags a photo gets.
+
+The reference rule is kept exactly: tag c fires iff sigmoid(logit_c) > threshold_c (strict),
+with the per-tag thresholds shipped with the model. A user threshold replaces all of them;
+0 lists every tag with its score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import Engine
+from .vocab import Vocabulary
+
+
+@dataclass(frozen=True)
+class Tag:
+    index: int
+    name: str
+    name_zh: str | None
+    score: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "name_zh": self.name_zh, "score": round(self.score, 6)}
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 sigmoid that neither overflows nor loses precision for large |x|."""
+    x = np.asarray(logits, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How to choose tags from scores."""
+
+    threshold: float | None = None  # None: the model's per-tag thresholds
+    top_k: int | None = None
+
+    def pick(self, scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """Indices of the chosen tags, highest score first."""
+        if self.threshold is None:
+            on = scores > thresholds
+        elif self.threshold <= 0:
+            on = np.ones_like(scores, dtype=bool)
+        else:
+            on = scores > np.float32(self.threshold)
+        idx = np.flatnonzero(on)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return idx[: self.top_k] if self.top_k is not None else idx
+
+
+class Tagger:
+    """Engine + vocabulary: preprocessed images in, scores and tags out."""
+
+    def __init__(self, engine: Engine, vocab: Vocabulary) -> None:
+        self.engine = engine
+        self.vocab = vocab
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, S, S) -> (image embeddings (B, N, 512), logits (B, T))."""
+        embeds = self.engine.encode(images)
+        return embeds, self.logits(embeds)
+
+    def logits(self, image_embeds: np.ndarray) -> np.ndarray:
+        return self.engine.logits(image_embeds, self.vocab.tag_embeds(image_embeds))
+
+    def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
+        """Tags of one image from its (T,) logits."""
+        scores = sigmoid(logits)
+        zh = self.vocab.names_zh
+        return [Tag(int(i), self.vocab.names[i], zh[i] if zh else None, float(scores[i]))
+                for i in selection.pick(scores, self.vocab.thresholds)]
