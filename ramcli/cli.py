@@ -145,7 +145,8 @@ def tag(
                 if json_out:
                     _emit_json(result.as_dict())
                 else:
-                    names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags) or "[dim](none)[/]"
+                    names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags)
+                    names = names or "[dim](none)[/]"
                     out.print(f"[bold]{escape(str(result.path))}[/]: {names}")
         if not json_out:
             _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s")

@@ -92,9 +92,8 @@ def fetch_weights(m: Manifest, report: Report) -> Path:
                             hint=f"check the network, or download {w['filename']} elsewhere and run "
                                  f"`ramcli models import {w['filename']} --name {m.name}`") from None
     want = w.get("sha256")
-    if want:
-        if sha256_file(path) != want:
-            raise DownloadError("checksum mismatch", path=path, hint="delete it and pull again")
+    if want and sha256_file(path) != want:
+        raise DownloadError("checksum mismatch", path=path, hint="delete it and pull again")
     return path
 
 
@@ -104,8 +103,8 @@ def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
     if not m.supported or m.family not in {"ram_plus", "ram"}:
         raise RamcliError(f"model {name} ({m.title}) cannot be converted by this version of ramcli yet",
                           hint="use ram_plus_swin_large_14m or ram_swin_large_14m")
-    files = fetch_tag_files(m, report)
     checkpoint = fetch_weights(m, report)
+    files = fetch_tag_files(m, report)
     return convert(m, checkpoint, files, report, source={"kind": "pull", **m.weights})
 
 

@@ -7,6 +7,7 @@ library it could not load are silenced; ramcli says once which provider runs ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -41,10 +42,8 @@ def _session(path: str | bytes, opts: EngineOptions) -> ort.InferenceSession:
     providers = ["CPUExecutionProvider"]
     if _cuda_wanted(opts.device):
         providers.insert(0, "CUDAExecutionProvider")
-        try:  # CUDA/cuDNN from the nvidia-* wheels, if present
+        with contextlib.suppress(Exception):  # CUDA/cuDNN from the nvidia-* wheels, if present
             ort.preload_dlls(directory="")
-        except Exception:
-            pass
     ort.set_default_logger_severity(_SILENT if len(providers) > 1 else _QUIET)
     try:
         session = ort.InferenceSession(path, so, providers=providers)

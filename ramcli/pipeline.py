@@ -64,7 +64,7 @@ def _decode(path: Path, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]] |
         return load_input(path, pre)
     except ImageError as err:
         return err
-    except Exception as err:  # noqa: BLE001 - a decoder bug must not end the run
+    except Exception as err:
         return ImageError(f"cannot decode image ({type(err).__name__}: {err})", path=path)
 
 

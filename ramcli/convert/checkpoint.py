@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +41,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise CheckpointError("the file is empty", path=path, hint="download it again")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notices from the weights_only unpickler
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

@@ -1,0 +1,90 @@
+"""Shared fixtures: an isolated cache, tiny random models built by ramcli's own code, the CLI.
+
+Tests never touch the network (HF_HUB_OFFLINE) or the user's real cache and index.
+``../shared`` (golden outputs, official data, real photos) is optional: tests that need it skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAMCLI_SHARED", REPO.parent / "shared"))
+GOLDEN = SHARED / "golden"
+TINY_TAGS = 40
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("ramcli-home")
+    env = {"RAMCLI_CACHE_DIR": str(root / "cache"), "RAMCLI_DATA_DIR": str(root / "data"),
+           "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "NO_COLOR": "1"}
+    os.environ.update(env)
+    return env
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"shared fixtures not found at {SHARED} (set RAMCLI_SHARED)")
+    return SHARED
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a user runs it."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ramcli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, check=False)
+
+
+def write_tag_files(folder: Path, count: int = TINY_TAGS) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"tag_list": folder / "tags.txt", "tag_list_zh": folder / "tags_zh.txt",
+             "thresholds": folder / "thresholds.txt"}
+    files["tag_list"].write_text("\n".join(f"tag {i:03d}" for i in range(count)), encoding="utf-8")
+    files["tag_list_zh"].write_text("\n".join(f"标签{i:03d} " for i in range(count)), encoding="utf-8")
+    files["thresholds"].write_text("\n".join("0.65" if i % 3 else "0.8" for i in range(count)), encoding="utf-8")
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random tiny RAM++ checkpoint in the official format, with its tag files."""
+    from ramcli.convert.random_init import config, random_model, save_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-ckpt")
+    files = write_tag_files(folder)
+    files["checkpoint"] = save_checkpoint(random_model(config("ram_plus")), folder / "tiny_ram_plus.pth")
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint: dict[str, Path]):
+    """The tiny checkpoint imported through the real import/export path."""
+    from ramcli.convert.export import import_checkpoint
+
+    f = tiny_checkpoint
+    return import_checkpoint(f["checkpoint"], "tiny_ram_plus", tag_list=f["tag_list"],
+                             tag_list_zh=f["tag_list_zh"], thresholds=f["thresholds"])
+
+
+def make_photo(path: Path, size: tuple[int, int] = (320, 240), mode: str = "RGB", seed: int = 0, **save) -> Path:
+    """A photo-like image (gradient + noise) written in the format its suffix says."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // max(w, 1), yy * 255 // max(h, 1), (xx + yy) * 255 // max(w + h, 1)], -1)
+    px = np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(px, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **save)
+    return path
