@@ -31,6 +31,7 @@ def _cuda_wanted(device: str) -> bool:
 class EngineOptions:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # 0: onnxruntime's default (all physical cores)
+    cpu_chunk: int = 2  # images per encoder call on the CPU (see Engine.chunk)
 
 
 def _session(path: str | bytes, opts: EngineOptions) -> ort.InferenceSession:
@@ -73,15 +74,29 @@ class Engine:
         """What actually runs: "CUDA" or "CPU"."""
         return "CUDA" if self.encoder.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
 
+    @property
+    def chunk(self) -> int:
+        """Images per onnxruntime call. On the CPU, activations grow with the batch while speed
+        does not (measured on Swin-L: encoder 3.0 s/photo at batch 1, 2.7 at 8, peak +1.2 GB;
+        tag head 1.31 vs 1.18 s/photo, peak 0.56 vs 4.0 GB), so the CPU runs small chunks."""
+        return self.opts.cpu_chunk if self.provider == "CPU" else 1 << 30
+
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, S, S) -> image embeddings (B, N, 512)."""
-        return self.encoder.run(None, {"image": np.ascontiguousarray(images, dtype=np.float32)})[0]
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        step = self.chunk
+        parts = [self.encoder.run(None, {"image": x[i:i + step]})[0] for i in range(0, len(x), step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def logits(self, image_embeds: np.ndarray, tag_embeds: np.ndarray) -> np.ndarray:
         """(B, N, 512) x (B, T, 512) -> (B, T)."""
         feeds = {"image_embeds": np.ascontiguousarray(image_embeds, dtype=np.float32),
                  "tag_embeds": np.ascontiguousarray(tag_embeds, dtype=np.float32)}
         return self.head.run(None, feeds)[0]
+
+    @property
+    def head_per_image(self) -> bool:
+        return self.provider == "CPU"
 
 
 def ort_info() -> dict[str, object]:

@@ -70,7 +70,10 @@ class Tagger:
         return embeds, self.logits(embeds)
 
     def logits(self, image_embeds: np.ndarray) -> np.ndarray:
-        return self.engine.logits(image_embeds, self.vocab.tag_embeds(image_embeds))
+        """(B, N, 512) -> (B, T); one image at a time where batching only costs memory (CPU)."""
+        if not self.engine.head_per_image or len(image_embeds) == 1:
+            return self.engine.logits(image_embeds, self.vocab.tag_embeds(image_embeds))
+        return np.concatenate([self.engine.logits(e[None], self.vocab.tag_embeds(e[None])) for e in image_embeds])
 
     def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
         """Tags of one image from its (T,) logits."""
