@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from . import __version__
-from .errors import RamcliError, UsageError
+from .errors import RamcliError, UsageError, printable
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -91,65 +91,176 @@ def _progress() -> Progress:
 def tag(
     paths: Annotated[list[Path], typer.Argument(help="Photos or folders (searched recursively).")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show tags only; write nothing anywhere.")] = False,
+    no_write: Annotated[bool, typer.Option("--no-write", help="Index only; leave the photos' files alone.")] = False,
     json_out: JsonOpt = False,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to use (default: RAM++).")] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", min=0.0, max=1.0,
         help="Use this threshold for every tag instead of the per-tag ones; 0 lists all tags.")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Keep at most K tags per photo.")] = None,
+    index: Annotated[Path | None, typer.Option("--index", envvar="RAMCLI_INDEX",
+                                               help="Index file (default: one per user).")] = None,
+    sidecar: Annotated[bool, typer.Option("--sidecar", help="Write XMP sidecars even where tags could be "
+                                                            "embedded.")] = False,
+    sidecar_name: Annotated[str, typer.Option("--sidecar-name", help="ext: photo.jpg.xmp (darktable, digiKam); "
+                                                                     "stem: photo.xmp (Lightroom).")] = "ext",
+    hierarchy_root: Annotated[str, typer.Option(
+        "--hierarchy-root", help="Root of lr:hierarchicalSubject entries (ramcli|dog); empty: plain tags.")] = "ramcli",
+    touch: Annotated[bool, typer.Option("--touch", help="Let writing update the photos' mtime.")] = False,
+    store_tokens: Annotated[bool, typer.Option(
+        "--store-tokens/--no-store-tokens", help="Keep the 145x512 image tokens (add-tag and search re-rank "
+                                                 "use them; ~150 KB per photo).")] = True,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Forget indexed photos under the given "
+                                                                   "folders that no longer exist.")] = True,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Photos per inference batch.")] = 4,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes (0: one per core).")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if it loads, else CPU), cuda or cpu.")] = "auto",
     threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: all cores).")] = 0,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files/folders matching GLOB.")] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download a missing model.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="A line per photo, not only problems.")] = False,
 ) -> None:
-    """Tag photos with RAM++.
+    """Tag photos: keywords into each photo (or its XMP sidecar) and into the index.
 
-    Example: `ramcli tag ~/Photos/2024 --dry-run --json --top-k 10`
+    Example: `ramcli tag ~/Photos`  (again later: only new or changed photos are looked at)
 
-    With no model installed, the default one is downloaded and converted first.
+    `--dry-run` shows the tags and writes nothing; with no model installed, the default one is
+    downloaded and converted first.
     """
     from .engine import EngineOptions
-    from .pipeline import open_tagger, resolve_model, tag_photos
-    from .scan import ScanProblem, iter_photos
+    from .pipeline import open_tagger, resolve_model
     from .tagging import Selection
 
     if device not in {"auto", "cpu", "cuda"}:
         _fail(UsageError(f"--device must be auto, cpu or cuda, not {device!r}"))
-    if not dry_run:
-        _fail(UsageError("writing tags into photos and the index is not available in this version",
-                         hint="add --dry-run to see the tags"))
-    failed = tagged = 0
+    if sidecar_name not in {"ext", "stem"}:
+        _fail(UsageError(f"--sidecar-name must be ext or stem, not {sidecar_name!r}"))
+    selection = Selection(threshold=threshold, top_k=top_k)
     with _errors():
         installed = resolve_model(model, download=not no_download, report=_say)
         tagger = open_tagger(installed, EngineOptions(device=device, threads=threads))
         _say(f"model {installed.name} on {tagger.engine.provider}")
-        photos: list[Path] = []
-        for item in iter_photos(paths, exclude or ()):
-            if isinstance(item, ScanProblem):
-                failed += 1
-                _report_error(str(RamcliError(item.reason, path=item.path)), item.path, installed.name, json_out)
-            else:
-                photos.append(item)
-        selection = Selection(threshold=threshold, top_k=top_k)
+        if dry_run:
+            failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out)
+        else:
+            from .metadata import WriteOptions
+
+            wopts = WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name, touch=touch,
+                                 hierarchical_root=hierarchy_root or None)
+            opts = _library_options(no_write, store_tokens, prune, batch_size, workers, exclude, selection, wopts)
+            failed = _tag_library(paths, tagger, index, opts, json_out, verbose)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _library_options(no_write: bool, store_tokens: bool, prune: bool, batch_size: int, workers: int,
+                     exclude: list[str] | None, selection: Any, wopts: Any) -> Any:
+    from .library import LibraryOptions
+
+    return LibraryOptions(write=not no_write, store_tokens=store_tokens, prune=prune, batch_size=batch_size,
+                          workers=workers, exclude=tuple(exclude or ()), selection=selection, write_options=wopts)
+
+
+def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: Any, json_out: bool,
+                 verbose: bool) -> int:
+    from .config import index_path
+    from .index import open_index
+    from .library import LibraryRun
+
+    ix = open_index(index_file or index_path(), writer=True)
+    try:
+        run = LibraryRun(paths, tagger, ix, opts)
         start = time.perf_counter()
         with _progress() as bar:
-            task = bar.add_task("tagging", total=len(photos), rate="")
-            for n, result in enumerate(tag_photos(photos, tagger, selection, batch_size=batch_size), 1):
-                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.2f} photos/s")
-                if result.error is not None:
-                    failed += 1
-                    _report_error(result.error, result.path, installed.name, json_out)
-                    continue
-                tagged += 1
+            task = bar.add_task("tagging", total=None, rate="")
+            run.on_total = lambda n: bar.update(task, total=n)
+            for n, ev in enumerate(run.events(), 1):
+                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.1f} photos/s")
                 if json_out:
-                    _emit_json(result.as_dict())
+                    _emit_json(ev.as_dict())
+                if ev.status == "error":
+                    err.print(f"[red]error:[/] {escape(ev.error or '')}")
+                elif verbose and not json_out:
+                    extra = f" (from {ev.moved_from})" if ev.moved_from else ""
+                    out.print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: what was done is saved; run the same command to go on[/]")
+        raise typer.Exit(130) from None
+    finally:
+        ix.close()
+    counts = run.counts
+    order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "error"]
+    summary = ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}" for k in order)
+    _say(f"{summary} in {time.perf_counter() - start:.1f} s (index {ix.path})")
+    return counts.get("error", 0)
+
+
+def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int, exclude: list[str],
+                 json_out: bool) -> int:
+    from .pipeline import tag_photos
+    from .scan import ScanProblem, iter_photos
+
+    model = tagger.engine.model.name
+    failed = tagged = 0
+    photos: list[Path] = []
+    for item in iter_photos(paths, exclude):
+        if isinstance(item, ScanProblem):
+            failed += 1
+            _report_error(str(RamcliError(item.reason, path=item.path)), item.path, model, json_out)
+        else:
+            photos.append(item)
+    start = time.perf_counter()
+    with _progress() as bar:
+        task = bar.add_task("tagging", total=len(photos), rate="")
+        for n, result in enumerate(tag_photos(photos, tagger, selection, batch_size=batch_size), 1):
+            bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.2f} photos/s")
+            if result.error is not None:
+                failed += 1
+                _report_error(result.error, result.path, model, json_out)
+                continue
+            tagged += 1
+            if json_out:
+                _emit_json(result.as_dict())
+            else:
+                names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags)
+                out.print(f"[bold]{escape(printable(result.path))}[/]: {names or '[dim](none)[/]'}")
+    if not json_out:
+        _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s (dry run: nothing written)")
+    return failed
+
+
+@app.command()
+def untag(
+    paths: Annotated[list[Path], typer.Argument(help="Photos or folders to untag.")],
+    index: Annotated[Path | None, typer.Option("--index", envvar="RAMCLI_INDEX", help="Index file.")] = None,
+    no_write: Annotated[bool, typer.Option("--no-write", help="Forget them in the index only.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove exactly the keywords ramcli wrote (your own stay), and forget the photos in the index.
+
+    Example: `ramcli untag ~/Photos/2019`
+    """
+    from .config import index_path
+    from .index import open_index
+    from .library import untag as run_untag
+    from .metadata import WriteOptions
+
+    failed = done = 0
+    with _errors():
+        ix = open_index(index or index_path(), writer=True)
+        try:
+            for ev in run_untag(paths, ix, WriteOptions(), write=not no_write):
+                if json_out:
+                    _emit_json(ev.as_dict())
+                if ev.status == "error":
+                    failed += 1
+                    err.print(f"[red]error:[/] {escape(ev.error or '')}")
                 else:
-                    names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags)
-                    names = names or "[dim](none)[/]"
-                    out.print(f"[bold]{escape(str(result.path))}[/]: {names}")
-        if not json_out:
-            _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s")
+                    done += 1
+        finally:
+            ix.close()
+    if not json_out:
+        _say(f"{done} untagged, {failed} errors")
     if failed:
         raise typer.Exit(1)
 

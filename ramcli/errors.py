@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def printable(path: str | Path) -> str:
+    """A path as text that can always be printed: undecodable bytes in names become \\xNN."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class RamcliError(Exception):
     """An expected failure: ``path: what went wrong (what to do)``."""
 
@@ -16,7 +21,7 @@ class RamcliError(Exception):
 
     def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None) -> None:
         self.message = message
-        self.path = str(path) if path is not None else None
+        self.path = printable(path) if path is not None else None
         self.hint = hint
         super().__init__(str(self))
 

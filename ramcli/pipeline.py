@@ -18,7 +18,7 @@ import numpy as np
 from . import store
 from .config import default_model_name
 from .engine import Engine, EngineOptions
-from .errors import ImageError, ModelNotFound
+from .errors import ImageError, ModelNotFound, printable
 from .images import Preprocess, load_input
 from .tagging import Selection, Tag, Tagger
 from .vocab import Vocabulary
@@ -36,8 +36,8 @@ class PhotoResult:
 
     def as_dict(self) -> dict[str, object]:
         if self.error is not None:
-            return {"path": str(self.path), "model": self.model, "error": self.error}
-        return {"path": str(self.path), "model": self.model, "tags": [t.as_dict() for t in self.tags]}
+            return {"path": printable(self.path), "model": self.model, "error": self.error}
+        return {"path": printable(self.path), "model": self.model, "tags": [t.as_dict() for t in self.tags]}
 
 
 def resolve_model(name: str | None, *, download: bool, report: Report) -> store.InstalledModel:

@@ -1,0 +1,254 @@
+"""The library index: SQLite (WAL) through sqlite-utils, with a schema version and migrations.
+
+What is stored, and why it is split this way:
+
+* ``photos`` — one row per file path: the *file state* (size, mtime_ns as recorded right after
+  our own write) that makes an unchanged photo cost one stat, the image hash that identifies
+  its pixels, and the keywords ramcli last wrote into it (so a re-run or ``untag`` touches only
+  ramcli's own keywords).
+* ``images`` — one row per image hash and model: dimensions, EXIF date, the CLS embedding
+  (512 float32) and optionally the 145x512 token matrix (float16). Keyed by pixels, not path,
+  so a moved or renamed photo keeps its embeddings and tags.
+* ``image_tags`` — tags with scores per image hash and model.
+* ``runs`` — one row per ``ramcli tag`` run, with its counts.
+
+One writer at a time: ``open_index(..., writer=True)`` takes an exclusive lock file beside the
+database; a second writer gets a clear error instead of waiting silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from .errors import RamcliError
+
+SCHEMA_VERSION = 1
+EMBED_DIM = 512
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["photos"].create({"path": str, "hash": str, "size": int, "mtime_ns": int, "written": str,
+                         "storage": str, "model": str, "updated_at": str}, pk="path")
+    db["photos"].create_index(["hash"])
+    db["images"].create({"hash": str, "model": str, "width": int, "height": int, "taken_at": str,
+                         "cls": bytes, "tokens": bytes, "tagged_at": str}, pk=("hash", "model"))
+    db["image_tags"].create({"hash": str, "model": str, "tag_index": int, "tag": str, "score": float},
+                            pk=("hash", "model", "tag_index"))
+    db["image_tags"].create_index(["tag"])
+    db["runs"].create({"id": int, "started_at": str, "finished_at": str, "model": str, "roots": str,
+                       "counts": str}, pk="id")
+
+
+# Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
+MIGRATIONS = [_v1]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    path: str
+    hash: str
+    size: int
+    mtime_ns: int
+    written: list[str]
+    storage: str
+    model: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What one inference produced for one image."""
+
+    hash: str
+    model: str
+    width: int
+    height: int
+    taken_at: str | None
+    cls: np.ndarray  # (512,) float32
+    tokens: np.ndarray | None  # (N, 512) stored as float16
+    tags: list[tuple[int, str, float]]  # (tag index, name, score)
+
+
+class Index:
+    """A typed facade over the database; all writes of one batch go in one transaction."""
+
+    def __init__(self, path: Path, db: sqlite_utils.Database, lock: Any | None) -> None:
+        self.path = path
+        self.db = db
+        self._lock = lock
+
+    # ---- reading
+    def photo(self, path: str) -> PhotoRow | None:
+        rows = list(self.db.query("select * from photos where path = ?", [path]))
+        return _photo(rows[0]) if rows else None
+
+    def photos_under(self, roots: Iterable[Path]) -> Iterator[PhotoRow]:
+        """Rows whose path is one of ``roots`` or lies below one of them (exists on disk or not)."""
+        seen: set[str] = set()
+        for root in roots:
+            r = str(root).rstrip(os.sep) or os.sep
+            prefix = r.rstrip(os.sep) + os.sep  # substr, not LIKE: LIKE ignores ASCII case
+            for row in self.db.query("select * from photos where path = ? or substr(path, 1, ?) = ?",
+                                     [r, len(prefix), prefix]):
+                if row["path"] not in seen:
+                    seen.add(row["path"])
+                    yield _photo(row)
+
+    def has_image(self, hash_: str, model: str) -> bool:
+        return bool(list(self.db.query("select 1 from images where hash = ? and model = ?", [hash_, model])))
+
+    def paths_with_hash(self, hash_: str) -> list[str]:
+        return [r["path"] for r in self.db.query("select path from photos where hash = ?", [hash_])]
+
+    def tags_of(self, hash_: str, model: str) -> list[tuple[int, str, float]]:
+        rows = self.db.query("select tag_index, tag, score from image_tags where hash = ? and model = ? "
+                             "order by score desc", [hash_, model])
+        return [(r["tag_index"], r["tag"], r["score"]) for r in rows]
+
+    def cls_embedding(self, hash_: str, model: str) -> np.ndarray | None:
+        rows = list(self.db.query("select cls from images where hash = ? and model = ?", [hash_, model]))
+        return np.frombuffer(rows[0]["cls"], dtype=np.float32) if rows else None
+
+    def tokens(self, hash_: str, model: str) -> np.ndarray | None:
+        rows = list(self.db.query("select tokens from images where hash = ? and model = ?", [hash_, model]))
+        if not rows or rows[0]["tokens"] is None:
+            return None
+        return np.frombuffer(rows[0]["tokens"], dtype=np.float16).reshape(-1, EMBED_DIM)
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+    # ---- writing (inside `with index.transaction():`, which is one SQLite transaction)
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT by hand: sqlite-utils' helpers commit on their own, so the
+        writes of a batch use plain SQL here and land together or not at all."""
+        self.db.execute("begin immediate")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("rollback")
+            raise
+        self.db.execute("commit")
+
+    def put_image(self, rec: ImageRecord) -> None:
+        tokens = None if rec.tokens is None else np.ascontiguousarray(rec.tokens, dtype=np.float16).tobytes()
+        self.db.execute(
+            "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [rec.hash, rec.model, rec.width, rec.height, rec.taken_at,
+             np.ascontiguousarray(rec.cls, dtype=np.float32).tobytes(), tokens, _now()])
+        self.db.execute("delete from image_tags where hash = ? and model = ?", [rec.hash, rec.model])
+        self.db.conn.executemany(
+            "insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",
+            [(rec.hash, rec.model, i, name, float(score)) for i, name, score in rec.tags])
+
+    def put_photo(self, row: PhotoRow) -> None:
+        self.db.execute(
+            "insert or replace into photos (path, hash, size, mtime_ns, written, storage, model, updated_at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [row.path, row.hash, row.size, row.mtime_ns, json.dumps(row.written, ensure_ascii=False),
+             row.storage, row.model, _now()])
+
+    def delete_photo(self, path: str) -> None:
+        self.db.execute("delete from photos where path = ?", [path])
+
+    def prune_images(self) -> int:
+        """Drop images (and their tags) that no photo points at any more."""
+        orphans = "select hash from images where hash not in (select hash from photos)"
+        n = self.db.execute(f"select count(*) from ({orphans})").fetchone()[0]
+        self.db.execute(f"delete from image_tags where hash in ({orphans})")
+        self.db.execute(f"delete from images where hash in ({orphans})")
+        return int(n)
+
+    def start_run(self, model: str, roots: list[str]) -> int:
+        cur = self.db.execute("insert into runs (started_at, model, roots) values (?, ?, ?)",
+                              [_now(), model, json.dumps(roots, ensure_ascii=False)])
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, counts: dict[str, int]) -> None:
+        self.db.execute("update runs set finished_at = ?, counts = ? where id = ?",
+                        [_now(), json.dumps(counts), run_id])
+
+    def close(self) -> None:
+        self.db.close()
+        if self._lock is not None:
+            self._lock.close()
+
+
+def _photo(row: dict[str, Any]) -> PhotoRow:
+    return PhotoRow(row["path"], row["hash"], row["size"], row["mtime_ns"], json.loads(row["written"] or "[]"),
+                    row["storage"] or "", row["model"] or "")
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    return int(db.execute("pragma user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply pending migrations, each in its own transaction; returns the resulting version."""
+    version = schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise RamcliError(f"the index has schema version {version}, newer than this ramcli ({SCHEMA_VERSION})",
+                          hint="upgrade ramcli")
+    for target in range(version, SCHEMA_VERSION):
+        db.execute("begin immediate")
+        try:
+            MIGRATIONS[target](db)
+            db.execute(f"pragma user_version = {target + 1}")
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
+    return SCHEMA_VERSION
+
+
+def _take_lock(path: Path) -> Any:
+    lock = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115 - held for the index's lifetime
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise RamcliError(f"another ramcli run ({holder}) is writing to this index", path=path,
+                          hint="wait for it to finish, or use --index for a different library") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}")
+    lock.flush()
+    return lock
+
+
+def open_index(path: Path, *, writer: bool = False) -> Index:
+    """Open (creating and migrating when needed) the index at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _take_lock(path) if writer else None
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; batches use BEGIN
+        db = sqlite_utils.Database(conn)
+        db.execute("pragma journal_mode = wal")
+        db.execute("pragma synchronous = normal")
+        db.execute("pragma busy_timeout = 30000")
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        if lock is not None:
+            lock.close()
+        raise RamcliError(f"cannot open the index ({exc})", path=path,
+                          hint="if it is damaged, move it away and re-run `ramcli tag`") from None
+    return Index(path, db, lock)

@@ -1,0 +1,339 @@
+"""`ramcli tag`: the library pipeline — tags into the photos and into the index, incrementally.
+
+Stages, beets-style:
+
+1. scan      paths -> photo files (``scan.iter_photos``)
+2. classify  one stat per file against the index: same (size, mtime_ns) as after our last
+             write -> unchanged, nothing else is read
+3. prepare   in a process pool: image hash (``identity``); pixels decoded and preprocessed
+             only when the hash is new to the index
+4. infer     batched: image encoder + tag head (``tagging.Tagger``)
+5. write     keywords into the photo or its sidecar (``metadata``), then the batch's index
+             rows in one SQLite transaction
+
+A known hash at a new path is a move (the old path is gone) or a copy: its stored tags are
+written into it without inference. A known hash at the same path with a new stat is a metadata
+edit by someone else: only the stat is recorded, the user's keywords are left alone.
+Files are written before their index rows; a kill between the two leaves a file whose next
+write is a no-op (writes are idempotent), so at most the batch in flight is redone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import metadata
+from .errors import ImageError, RamcliError, printable
+from .identity import image_hash
+from .images import Preprocess, to_input
+from .index import ImageRecord, Index, PhotoRow
+from .scan import ScanProblem, iter_photos
+from .tagging import Selection, Tag, Tagger
+
+# ---------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class LibraryOptions:
+    write: bool = True  # False (--no-write): index only
+    store_tokens: bool = True  # the 145x512 token matrix, float16
+    prune: bool = True
+    batch_size: int = 4
+    workers: int = 0  # 0: one per core
+    exclude: tuple[str, ...] = ()
+    selection: Selection = field(default_factory=Selection)
+    write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
+
+
+@dataclass
+class Event:
+    """What happened to one path; the CLI renders these (and `--json` prints them)."""
+
+    path: Path
+    status: str  # tagged | unchanged | updated | moved | copied | error | pruned
+    tags: list[str] = field(default_factory=list)
+    error: str | None = None
+    moved_from: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"path": printable(self.path), "status": self.status}
+        if self.status in {"tagged", "moved", "copied"}:
+            d["tags"] = self.tags
+        if self.moved_from:
+            d["moved_from"] = self.moved_from
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+# ------------------------------------------------------------------------- worker processes
+
+_KNOWN: frozenset[str] = frozenset()
+_PRE: Preprocess | None = None
+
+
+def _init_worker(known: frozenset[str], pre: Preprocess) -> None:
+    global _KNOWN, _PRE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    _KNOWN, _PRE = known, pre
+
+
+@dataclass
+class Prepared:
+    path: Path
+    hash: str
+    pixels: np.ndarray | None  # None: image already in the index, no decoding done
+    width: int = 0
+    height: int = 0
+    taken_at: str | None = None
+
+
+def _taken_at(img: Image.Image) -> str | None:
+    exif = img.getexif()
+    value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    return value[:10].replace(":", "-") + "T" + value[11:19]
+
+
+def _prepare(path: Path) -> Prepared | ImageError:
+    """Hash, and decode + preprocess when the image is new. Runs in a worker process."""
+    from PIL import ImageOps
+
+    assert _PRE is not None
+    try:
+        digest = image_hash(path)
+        if digest in _KNOWN:
+            return Prepared(path, digest, None)
+        with Image.open(path) as img:
+            img.seek(0)
+            taken = _taken_at(img)
+            upright = ImageOps.exif_transpose(img)
+            upright.load()
+            rgb = upright.convert("RGB")
+        return Prepared(path, digest, to_input(rgb, _PRE), rgb.size[0], rgb.size[1], taken)
+    except ImageError as err:
+        return err
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ImageError(f"cannot decode image ({msg})", path=path, hint="the file may be truncated or corrupt")
+
+
+# ------------------------------------------------------------------------------ the pipeline
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+class LibraryRun:
+    """One `ramcli tag` over some roots. Iterate :meth:`events`; read :attr:`counts` at the end."""
+
+    def __init__(self, roots: list[Path], tagger: Tagger, index: Index, opts: LibraryOptions) -> None:
+        self.roots = [r.absolute() for r in roots]
+        self.tagger = tagger
+        self.index = index
+        self.opts = opts
+        self.model = tagger.engine.model.name
+        self.counts: Counter[str] = Counter()
+        self.total = 0
+        self.on_total: Callable[[int], None] = lambda _n: None
+
+    # ---- classification
+    def _classify(self) -> tuple[list[Path], list[Event]]:
+        todo: list[Path] = []
+        early: list[Event] = []
+        for item in iter_photos(self.roots, self.opts.exclude):
+            if isinstance(item, ScanProblem):
+                early.append(Event(item.path, "error", error=str(RamcliError(item.reason, path=item.path))))
+                continue
+            path = item.absolute()
+            try:
+                str(path).encode("utf-8")
+            except UnicodeEncodeError:
+                early.append(Event(path, "error", error=str(RamcliError(
+                    "file name is not valid UTF-8, so the index cannot store it", path=path,
+                    hint="rename the file (e.g. with `convmv`)"))))
+                continue
+            st = _stat(path)
+            row = self.index.photo(str(path))
+            if st and row and row.model == self.model and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+                early.append(Event(path, "unchanged"))
+            else:
+                todo.append(path)
+        return todo, early
+
+    def events(self) -> Iterator[Event]:
+        todo, early = self._classify()
+        self.total = len(todo) + len(early)
+        self.on_total(self.total)
+        run_id = self.index.start_run(self.model, [str(r) for r in self.roots])
+        try:
+            for ev in early:
+                yield self._count(ev)
+            yield from self._process(todo)
+            if self.opts.prune:
+                yield from self._prune()
+        finally:
+            self.index.finish_run(run_id, dict(self.counts))
+
+    def _count(self, ev: Event) -> Event:
+        self.counts[ev.status] += 1
+        return ev
+
+    def _process(self, todo: list[Path]) -> Iterator[Event]:
+        if not todo:
+            return
+        known = frozenset(r["hash"] for r in self.index.db.query(
+            "select hash from images where model = ?", [self.model]))
+        workers = self.opts.workers or max(1, os.cpu_count() or 1)
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process holding onnxruntime threads
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(known, self.tagger.engine.model.preprocess))
+        try:
+            pending: deque[Future] = deque()
+            it = iter(todo)
+            ahead = max(self.opts.batch_size * 2, workers * 2)
+
+            def fill() -> None:
+                for path in it:
+                    pending.append(pool.submit(_prepare, path))
+                    if len(pending) >= ahead:
+                        return
+
+            fill()
+            batch: list[Prepared] = []
+            while pending:
+                got = pending.popleft().result()
+                fill()
+                if isinstance(got, ImageError):
+                    yield self._count(Event(Path(got.path or ""), "error", error=str(got)))
+                elif got.pixels is None:
+                    yield self._count(self._known_image(got))
+                else:
+                    batch.append(got)
+                    if len(batch) >= self.opts.batch_size:
+                        yield from self._infer_batch(batch)
+                        batch = []
+            if batch:
+                yield from self._infer_batch(batch)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # ---- per photo
+    def _write(self, path: Path, tags: list[str], previous: list[str]) -> tuple[list[str], str]:
+        """Keywords into the file; returns (what the file now carries from us, storage)."""
+        opts = self.opts.write_options
+        if not self.opts.write:
+            return previous, ""
+        result = metadata.write_keywords(path, tags, previous, opts)
+        # A keyword the user already had (in any case) is theirs, not ours: untag must leave it.
+        ours = [k for k in tags if k in previous or k in result.added]
+        return ours, f"sidecar-{opts.sidecar_name}" if result.sidecar else "embed"
+
+    def _record_photo(self, path: Path, digest: str, written: list[str], storage: str) -> None:
+        st = path.stat()  # after our write: this is the state that means "unchanged" next time
+        self.index.put_photo(PhotoRow(str(path), digest, st.st_size, st.st_mtime_ns, written, storage, self.model))
+
+    def _known_image(self, p: Prepared) -> Event:
+        """The pixels are in the index already: a metadata edit, a move, or a copy."""
+        path = p.path
+        row = self.index.photo(str(path))
+        try:
+            if row is not None and row.hash == p.hash:
+                with self.index.transaction():  # someone else edited the metadata: keep their keywords
+                    self._record_photo(path, p.hash, row.written, row.storage)
+                return Event(path, "updated")
+            others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
+            gone = [o for o in others if not Path(o).exists()]
+            tags = [name for _, name, _ in self.index.tags_of(p.hash, self.model)]
+            previous = row.written if row is not None else []
+            origin = self.index.photo(gone[0]) if gone else None
+            if origin is not None:  # the keywords we wrote travel with the file
+                previous = origin.written
+            written, storage = self._write(path, tags, previous)
+            with self.index.transaction():
+                for old in gone:
+                    self.index.delete_photo(old)
+                self._record_photo(path, p.hash, written, storage)
+            return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None)
+        except (ImageError, OSError) as err:
+            return Event(path, "error", error=_one_line(err, path))
+
+    def _infer_batch(self, batch: list[Prepared]) -> Iterator[Event]:
+        embeds, logits = self.tagger.infer(np.stack([p.pixels for p in batch]))
+        records: list[tuple[Prepared, list[Tag], list[str], str]] = []
+        events: list[Event] = []
+        for i, p in enumerate(batch):
+            tags = self.tagger.tags(logits[i], self.opts.selection)
+            names = [t.name for t in tags]
+            row = self.index.photo(str(p.path))
+            try:
+                written, storage = self._write(p.path, names, row.written if row else [])
+            except (ImageError, OSError) as err:
+                events.append(Event(p.path, "error", error=_one_line(err, p.path)))
+                continue
+            records.append((p, tags, written, storage))
+            events.append(Event(p.path, "tagged", tags=names))
+        tokens_ok = self.opts.store_tokens
+        with self.index.transaction():
+            for p, tags, written, storage in records:
+                i = batch.index(p)
+                self.index.put_image(ImageRecord(
+                    p.hash, self.model, p.width, p.height, p.taken_at, embeds[i, 0],
+                    embeds[i] if tokens_ok else None, [(t.index, t.name, t.score) for t in tags]))
+                self._record_photo(p.path, p.hash, written, storage)
+        for ev in events:
+            yield self._count(ev)
+
+    def _prune(self) -> Iterator[Event]:
+        gone = [row.path for row in self.index.photos_under(self.roots) if not Path(row.path).exists()]
+        with self.index.transaction():
+            for path in gone:
+                self.index.delete_photo(path)
+            self.index.prune_images()
+        for path in gone:
+            yield self._count(Event(Path(path), "pruned"))
+
+
+def _one_line(err: Exception, path: Path) -> str:
+    if isinstance(err, RamcliError):
+        return str(err)
+    msg = getattr(err, "strerror", None) or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return str(RamcliError(msg, path=path))
+
+
+def storage_options(storage: str, base: metadata.WriteOptions) -> metadata.WriteOptions:
+    """The write options that reach where a photo's keywords were put (its own file or which sidecar)."""
+    if storage.startswith("sidecar-"):
+        return replace(base, sidecar=True, sidecar_name=storage.removeprefix("sidecar-"))
+    return replace(base, sidecar=False)
+
+
+def untag(roots: list[Path], index: Index, opts: metadata.WriteOptions, write: bool = True) -> Iterator[Event]:
+    """Remove exactly what ramcli wrote: keywords from the files, photos from the index."""
+    for row in list(index.photos_under([r.absolute() for r in roots])):
+        path = Path(row.path)
+        try:
+            if write and row.written and path.exists():
+                metadata.remove_keywords(path, row.written, storage_options(row.storage, opts))
+        except (ImageError, OSError) as err:
+            yield Event(path, "error", error=_one_line(err, path))
+            continue
+        with index.transaction():
+            index.delete_photo(row.path)
+            index.prune_images()
+        yield Event(path, "untagged", tags=row.written)

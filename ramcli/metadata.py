@@ -1,0 +1,523 @@
+"""The keywords ramcli gave a photo, kept in the photo's own metadata (or its XMP sidecar), safely.
+
+One logical field, "the keywords ramcli gave this photo", is mapped onto each format's storages by a
+small table (beets' mediafile idea): a new storage is one ``_Storage`` entry in ``STORAGES``.
+
+* XMP ``dc:subject`` (bag) and ``lr:hierarchicalSubject`` (bag, ``ramcli|dog``) always: every photo app
+  reads one of them. ``digiKam:TagsList`` and ``MicrosoftPhoto:LastKeywordXMP`` are kept in step only
+  when a photo already has them (Immich and Windows prefer them over dc:subject when present).
+* JPEG/TIFF also IPTC Keywords (UTF-8 declared) and EXIF XPKeywords (Windows); PNG also IPTC;
+  WebP XMP only (exiv2 drops IPTC there silently). HEIC/AVIF, camera RAW, anything else, read-only
+  photos and ``--sidecar``: an XMP sidecar, ``photo.jpg.xmp`` by default or ``photo.xmp``.
+
+Only keywords ramcli wrote are ever removed (the caller remembers them); the user's keywords keep their
+place and order in every field. A write rebuilds the file in memory with pyexiv2 (exiv2 0.28), checks
+the result (our fields read back as planned; JPEG tables and scan data byte-identical, other formats'
+decoded pixels identical), then writes a dot-temp in the same folder, fsyncs and renames it over the
+original with the original's mode, owner, xattrs and (unless ``touch``) times. Nothing needing a change
+means nothing is written. Measured library facts behind these choices: docs/metadata.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import tempfile
+import threading
+import unicodedata
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pyexiv2
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from .errors import ImageError
+
+# Warnings are printed to stdout by exiv2 (that would corrupt --json output); errors still raise.
+pyexiv2.set_log_level(3)
+# pyexiv2 collects exiv2 errors in one global buffer: one call at a time, whatever the caller's threads.
+_LOCK = threading.Lock()
+T = TypeVar("T")
+
+UTF8 = "\x1b%G"  # IPTC CodedCharacterSet for UTF-8; without it exiftool shows mojibake
+# Only the formats measured to keep pixels and foreign metadata intact are embedded into.
+EMBED = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
+_MIME = {"image/jpeg": "jpeg", "image/tiff": "tiff", "image/png": "png", "image/webp": "webp"}
+# exiv2 cannot write into an empty file; a sidecar starts from this packet.
+_EMPTY_XMP = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+              b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n</x:xmpmeta>\n<?xpacket end="w"?>\n')
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How keywords are stored; the CLI's --sidecar/--sidecar-name/--touch map onto these."""
+
+    sidecar: bool = False  # force an XMP sidecar even for formats that can embed
+    sidecar_name: str = "ext"  # "ext": photo.jpg.xmp (darktable/digiKam/Immich) | "stem": photo.xmp (Lightroom)
+    hierarchical_root: str | None = "ramcli"  # lr:hierarchicalSubject "ramcli|dog"; None -> plain "dog"
+    touch: bool = False  # False: restore the photo's original mtime/atime after writing
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one call did; the caller records ``target``'s new (size, mtime_ns) when ``changed``."""
+
+    path: Path  # the photo
+    target: Path  # the file actually written (the photo itself or its sidecar)
+    sidecar: bool
+    added: list[str]  # keywords the photo did not carry before this call
+    removed: list[str]  # keywords removed by this call (were ours, no longer wanted)
+    changed: bool  # False when nothing needed writing: the file was not touched at all
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """One place a keyword list lives, and what that place cannot hold."""
+
+    key: str  # exiv2 key
+    sep: str | None = None  # "|" or "/": entries are hierarchical_root + sep + keyword
+    bag: bool = False  # an XMP bag (pyexiv2 only writes rdf:Seq; fixed afterwards)
+    if_present: bool = False  # kept in step only when the photo already has it
+    forbidden: str = ""  # a keyword containing one of these is left out of this storage
+    max_bytes: int = 0  # IPTC IIM limit for one keyword; longer ones are left out
+
+
+DC = _Storage("Xmp.dc.subject", bag=True)
+LR = _Storage("Xmp.lr.hierarchicalSubject", sep="|", bag=True, forbidden="|")
+DIGIKAM = _Storage("Xmp.digiKam.TagsList", sep="/", if_present=True, forbidden="/")
+MSPHOTO = _Storage("Xmp.MicrosoftPhoto.LastKeywordXMP", bag=True, if_present=True)
+IPTC = _Storage("Iptc.Application2.Keywords", max_bytes=64)
+XP = _Storage("Exif.Image.XPKeywords", forbidden=";")  # UTF-16LE, ";"-separated, NUL-terminated
+_XMP = (DC, LR, DIGIKAM, MSPHOTO)
+STORAGES: dict[str, tuple[_Storage, ...]] = {
+    "jpeg": (*_XMP, IPTC, XP), "tiff": (*_XMP, IPTC, XP), "png": (*_XMP, IPTC), "webp": _XMP, "sidecar": _XMP}
+_PLAIN = (DC, MSPHOTO, IPTC, XP)  # storages that hold the keyword itself (read_keywords merges these)
+
+
+def storage_for(path: Path, opts: WriteOptions) -> str:
+    """``"embed"`` or ``"sidecar"``.
+
+    Sidecar for ``opts.sidecar``, for every extension outside ``EMBED`` (HEIC/HEIF/AVIF, camera RAW such as
+    .cr2 .cr3 .nef .arw .dng .orf .rw2 .raf, and anything unknown), and for read-only photos: a photo or folder
+    with no write bit for anyone counts as read-only even for root (``os.access`` always says yes to root,
+    but ``chmod a-w`` is the user saying "don't modify this").
+    """
+    path = Path(path)
+    if opts.sidecar or path.suffix.lower() not in EMBED:
+        return "sidecar"
+    real = Path(os.path.realpath(path))  # a symlinked photo is rewritten where it really lives
+    return "embed" if _writable(real) and _writable(real.parent) else "sidecar"
+
+
+def sidecar_path(path: Path, opts: WriteOptions) -> Path:
+    """Where ramcli writes the sidecar: ``photo.jpg.xmp`` ("ext") or ``photo.xmp`` ("stem", Lightroom).
+
+    Always the chosen naming, even when the other one exists (read_keywords reads both); one rule is
+    easier to predict than guessing which app owns an existing sidecar.
+    """
+    path = Path(path)
+    if opts.sidecar_name == "stem":
+        return path.with_suffix(".xmp")
+    if opts.sidecar_name != "ext":
+        raise ValueError(f"sidecar_name must be 'ext' or 'stem', not {opts.sidecar_name!r}")
+    return path.with_name(path.name + ".xmp")
+
+
+def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
+    """Every keyword the photo carries: dc:subject, IPTC Keywords, XPKeywords and both sidecar namings.
+
+    Embedded metadata of formats ramcli does not embed into (HEIC, RAW) is read where exiv2 can, and
+    silently skipped where it cannot; their sidecar is the storage of record.
+    """
+    path = Path(path)
+    data = _guard(Path.read_bytes, path)
+    found: set[str] = set()
+    try:
+        values, _, _ = _snapshot(data, path, (DC, MSPHOTO, IPTC, XP))
+        found.update(v for s in _PLAIN for v in values.get(s, []))
+    except ImageError:
+        if path.suffix.lower() in EMBED:
+            raise
+    for naming in ("ext", "stem"):
+        side = sidecar_path(path, WriteOptions(sidecar_name=naming))
+        if side.is_file():
+            found.update(_snapshot(_guard(Path.read_bytes, side), side, (DC,))[0].get(DC, []))
+    return found
+
+
+def write_keywords(path: Path, ours: list[str], previous_ours: list[str],
+                   opts: WriteOptions = WriteOptions()) -> WriteResult:
+    """Make the photo carry ``ours``; drop what is in ``previous_ours`` but no longer in ``ours``.
+
+    Keywords are NFC-normalised and stripped. A keyword already present in a field in any letter case is
+    not added again; removal matches exactly, so a user's "Dog" survives removing ramcli's "dog". Other
+    keywords keep their place. A keyword the user had *before* ramcli is indistinguishable from ramcli's:
+    keep such keywords out of ``previous_ours`` (``added`` says which ones this call really added).
+    """
+    return _update(Path(path), _clean(ours), _clean(previous_ours), opts)
+
+
+def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = WriteOptions()) -> WriteResult:
+    """``ramcli untag``: remove exactly ``previous_ours`` from every field of the storage ``opts`` selects.
+
+    A sidecar left with no XMP property at all is deleted (exiv2 cannot write an empty one, and an
+    empty sidecar carries nothing); a sidecar with anything else in it (another app's data) stays.
+    """
+    return _update(Path(path), [], _clean(previous_ours), opts)
+
+
+# --- planning -----------------------------------------------------------------------------------------
+
+
+def _clean(keywords: list[str]) -> list[str]:
+    """NFC, control characters as spaces, stripped; empties and exact duplicates dropped, order kept."""
+    out: list[str] = []
+    for k in keywords:
+        k = "".join(" " if unicodedata.category(c) == "Cc" else c for c in unicodedata.normalize("NFC", k)).strip()
+        if k and k not in out:
+            out.append(k)
+    return out
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold()
+
+
+def _render(s: _Storage, keyword: str, root: str | None) -> str | None:
+    """The entry for ``keyword`` in storage ``s``, or None where it cannot be stored there."""
+    if any(c in keyword for c in s.forbidden) or (s.max_bytes and len(keyword.encode()) > s.max_bytes):
+        return None
+    return f"{root}{s.sep}{keyword}" if s.sep and root else keyword
+
+
+def _plan(values: dict[_Storage, list[str]], storages: tuple[_Storage, ...], ours: list[str], stale: list[str],
+          root: str | None) -> dict[_Storage, list[str]]:
+    """New list for each storage that needs a change: stale entries out, missing ones appended."""
+    plan = {}
+    for s in storages:
+        old = values.get(s, [])
+        if s.if_present and not old:
+            continue
+        drop = {e for k in stale if (e := _render(s, k, root)) is not None}
+        new = [e for e in old if unicodedata.normalize("NFC", e) not in drop]
+        have = {_fold(e) for e in new}
+        for k in ours:
+            e = _render(s, k, root)
+            if e is not None and _fold(e) not in have:
+                new.append(e)
+                have.add(_fold(e))
+        if new != old:
+            plan[s] = new
+    return plan
+
+
+def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions) -> WriteResult:
+    """Read the target, plan per storage, and write only if the plan is not empty."""
+    stale = [k for k in previous if k not in ours]
+    side = storage_for(path, opts) == "sidecar"
+    photo_st = _guard(os.stat, path)  # before any read: our reads must not move the atime we restore
+    real = sidecar_path(path, opts) if side else Path(os.path.realpath(path))
+    before = _state(real)  # compared again just before the rename: another writer's change wins
+    data = _guard(Path.read_bytes, real) if before else _EMPTY_XMP
+    if side and before and not _writable(real):
+        raise ImageError("its sidecar is read-only", path=real, hint="make it writable to update the keywords")
+    values, kind, iptc_ok = _snapshot(data, real, STORAGES["sidecar"] if side else None)
+    if not iptc_ok:
+        del values[IPTC]  # legacy 8-bit IPTC: read it, never rewrite it
+    plan = _plan(values, tuple(s for s in STORAGES[kind] if s in values), ours, stale, opts.hierarchical_root)
+    carried = {_fold(v) for s in _PLAIN for v in values.get(s, [])}
+    exact = {unicodedata.normalize("NFC", v) for s in _PLAIN for v in values.get(s, [])}
+    result = WriteResult(path, real, side, [k for k in ours if _fold(k) not in carried],
+                         [k for k in stale if k in exact], bool(plan))
+    if not plan:
+        return result
+    if side and not _writable(real.parent):
+        raise ImageError("its folder is read-only, so no sidecar can be written", path=path,
+                         hint="make the folder writable, or tag a writable copy")
+    pixels = None if side else _image_digest(data, kind, real, validate=True)
+    out = _apply(data, real, kind, plan)
+    if out is None:  # a sidecar left empty
+        with _LOCK:
+            _check_unchanged(real, before, path)
+            try:
+                real.unlink()
+            except OSError as exc:
+                raise ImageError(f"could not delete its emptied sidecar ({exc.strerror})", path=real) from None
+        _fsync_dir(real.parent)
+        return result
+    if pixels is not None and _image_digest(out, kind, real, validate=False) != pixels:
+        raise ImageError("writing metadata would change the image data; file left untouched", path=path,
+                         hint="please report this file; use --sidecar meanwhile")
+    mode = stat.S_IMODE(photo_st.st_mode) & 0o666 | stat.S_IWUSR  # a new sidecar: like its photo, but writable
+    times = None if side or opts.touch else (photo_st.st_atime_ns, photo_st.st_mtime_ns)  # as before our read
+    _atomic_write(real, out, before, times=times, new_mode=mode, path=path)
+    return result
+
+
+# --- exiv2 --------------------------------------------------------------------------------------------
+
+
+def _open(data: bytes, path: Path) -> pyexiv2.ImageData:
+    if len(data) >= 2**31:
+        raise ImageError("too large to rewrite in memory (2 GB)", path=path, hint="use --sidecar")
+    try:
+        return pyexiv2.ImageData(data)
+    except RuntimeError as exc:
+        raise ImageError(f"unreadable metadata or not an image ({_first_line(exc)})", path=path,
+                         hint="check the file; a damaged file is never written to") from None
+
+
+def _as_list(value: object) -> list[str]:
+    if value is None or isinstance(value, dict):
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _read_values(img: pyexiv2.ImageData, storages: tuple[_Storage, ...]) -> tuple[dict[_Storage, list[str]], bool]:
+    """Current lists per storage, and whether IPTC may be written (UTF-8 declared, or only ASCII so far).
+
+    A storage that cannot be read is left out, so that it is never planned (overwritten) either.
+    """
+    values: dict[_Storage, list[str]] = {}
+    iptc_ok = True
+    xmp = img.read_xmp()
+    for s in storages:
+        if s.key.startswith("Xmp."):
+            values[s] = _as_list(xmp.get(s.key))
+    if IPTC in storages:
+        try:
+            iptc = img.read_iptc()
+            iptc_ok = iptc.get("Iptc.Envelope.CharacterSet") == UTF8 or all(
+                v.isascii() for v in (x for k, val in iptc.items() if k != "Iptc.Envelope.CharacterSet"
+                                      for x in _as_list(val)))
+        except UnicodeDecodeError:  # legacy 8-bit IPTC
+            iptc, iptc_ok = img.read_iptc(encoding="latin-1"), False
+        values[IPTC] = _as_list(iptc.get(IPTC.key))
+    if XP in storages:
+        try:  # values are decoded from exiv2's numeric dump; latin-1 keeps odd 8-bit EXIF text from failing
+            raw = img.read_exif(encoding="latin-1").get(XP.key) or ""
+            values[XP] = [p.strip() for p in raw.replace("\x00", "").split(";") if p.strip()]
+        except (UnicodeDecodeError, ValueError):  # odd-length UTF-16: not ours to touch
+            pass
+    return values, iptc_ok
+
+
+def _snapshot(data: bytes, path: Path,
+              storages: tuple[_Storage, ...] | None) -> tuple[dict[_Storage, list[str]], str, bool]:
+    """Keyword lists of a file, its kind ("jpeg", ... or "sidecar"), IPTC writable; storages=None: by kind."""
+    with _LOCK:
+        img = _open(data, path)
+        try:
+            mime = img.get_mime_type()
+            kind = "sidecar" if mime == "application/rdf+xml" else _MIME.get(mime)
+            if storages is None and kind in (None, "sidecar"):
+                raise ImageError(f"cannot embed keywords in {mime} files", path=path, hint="use --sidecar")
+            values, iptc_ok = _read_values(img, storages or STORAGES[kind])  # type: ignore[index]
+        except (RuntimeError, UnicodeDecodeError) as exc:
+            raise ImageError(f"unreadable metadata ({_first_line(exc)})", path=path) from None
+        finally:
+            img.close()
+    return values, kind or "sidecar", iptc_ok
+
+
+# pyexiv2 writes every XMP array as rdf:Seq; these are bags by their schemas ("Xmp.dc.subject" -> "dc:subject").
+_BAG_FIX = [re.compile(rf"(<{p}>\s*)<rdf:Seq>(.*?)</rdf:Seq>(\s*</{p}>)", re.S)
+            for p in (s.key[4:].replace(".", ":", 1) for s in _XMP if s.bag)]
+
+
+def _apply(data: bytes, path: Path, kind: str, plan: dict[_Storage, list[str]]) -> bytes | None:
+    """The file's bytes with ``plan`` applied and checked; None for a sidecar left without any XMP."""
+    with _LOCK:
+        img = _open(data, path)
+        try:
+            iptc: dict[str, object] = {}
+            if IPTC in plan:
+                iptc = {"Iptc.Envelope.CharacterSet": UTF8} if plan[IPTC] else {}
+                iptc[IPTC.key] = plan[IPTC] or None
+            if kind == "sidecar" and DC in plan:  # exiv2 turns a sidecar's in-memory IPTC back into dc:subject
+                iptc[IPTC.key] = plan[DC] or None
+            if iptc:
+                img.modify_iptc(iptc)
+            if XP in plan:
+                img.modify_exif({XP.key: ";".join(plan[XP]) + "\x00" if plan[XP] else None})
+            xmp = {s.key: (v or None) for s, v in plan.items() if s.key.startswith("Xmp.")}
+            emptied = False
+            if xmp:
+                img.modify_xmp(xmp)
+                if not img.read_xmp():  # nothing left: exiv2 would keep the old packet (sidecar, WebP)
+                    if kind == "sidecar":
+                        return None
+                    emptied = kind == "webp"
+                packet = img.read_raw_xmp()
+                fixed = packet
+                for rx in _BAG_FIX:  # the packet was just serialised by the XMP SDK: a canonical layout
+                    fixed = rx.sub(r"\1<rdf:Bag>\2</rdf:Bag>\3", fixed)
+                if fixed != packet:
+                    img.modify_raw_xmp(fixed)
+            out = img.get_bytes()
+            if emptied:
+                out = _webp_without_xmp(out, path)
+        except RuntimeError as exc:
+            raise ImageError(f"exiv2 could not write the metadata ({_first_line(exc)})", path=path) from None
+        finally:
+            img.close()
+    got = _snapshot(out, path, tuple(plan) if kind == "sidecar" else None)[0]
+    if any(got.get(s) != v for s, v in plan.items()):
+        raise ImageError("keywords did not read back as written; file left untouched", path=path,
+                         hint="please report this file; use --sidecar meanwhile")
+    return out
+
+
+# --- image data and files -----------------------------------------------------------------------------
+
+
+def _jpeg_image_data(data: bytes, path: Path) -> bytes:
+    """A JPEG minus its metadata: every non-APPn/COM segment before the first SOS, and all bytes from it."""
+    if data[:2] != b"\xff\xd8":
+        raise ImageError("not a JPEG file", path=path)
+    i, parts = 2, []
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+        elif marker == 0xDA:
+            return b"".join([*parts, data[i:]])
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            i += 2
+        else:
+            end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+            if not (0xE0 <= marker <= 0xEF or marker == 0xFE):
+                parts.append(data[i:end])
+            i = end
+    raise ImageError("corrupt or truncated JPEG (no image data found)", path=path, hint="check the file")
+
+
+def _webp_without_xmp(data: bytes, path: Path) -> bytes:
+    """Drop a WebP's "XMP " chunk and its VP8X flag (exiv2 keeps the old chunk when XMP becomes empty)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ImageError("not a WebP file", path=path)
+    out, i = bytearray(data[:12]), 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4:i + 8], "little")
+        chunk = data[i:i + 8 + size + (size & 1)]
+        if chunk[:4] == b"VP8X":
+            chunk = chunk[:8] + bytes([chunk[8] & ~0x04]) + chunk[9:]
+        if chunk[:4] != b"XMP ":
+            out += chunk
+        i += len(chunk)
+    out[4:8] = (len(out) - 8).to_bytes(4, "little")
+    return bytes(out)
+
+
+def _image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:
+    """What must not change: JPEG tables + scan bytes, else every frame's decoded pixels.
+
+    ``validate`` also decodes a JPEG (at 1/8 scale: cheap) so a truncated photo is refused, not rewritten.
+    """
+    h = hashlib.sha256()
+    if kind == "jpeg":
+        h.update(_jpeg_image_data(data, path))
+        if not validate:
+            return h.hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if kind == "jpeg":
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+                return h.hexdigest()
+            for frame in ImageSequence.Iterator(im):
+                frame.load()
+                h.update(f"{frame.mode}{frame.size}".encode())
+                h.update(frame.tobytes())
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image data cannot be decoded ({_first_line(exc)})", path=path,
+                         hint="a damaged or truncated photo is never written to") from None
+    return h.hexdigest()
+
+
+def _atomic_write(target: Path, data: bytes, before: tuple[int, int, int] | None, *,
+                  times: tuple[int, int] | None, new_mode: int, path: Path) -> None:
+    """Dot-temp in the same folder, same mode/owner/xattrs, ``times`` or now, fsync, rename over, fsync folder."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ramcli-tmp", dir=target.parent)
+    except OSError as exc:
+        raise ImageError(f"cannot write in its folder ({exc.strerror})", path=path) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if before is None:
+                os.chmod(tmp, new_mode)
+            else:
+                shutil.copystat(target, tmp)  # mode, xattrs (and times, set below)
+                st = os.stat(target)
+                with suppress(OSError):
+                    os.chown(tmp, st.st_uid, st.st_gid)
+                    os.chmod(tmp, stat.S_IMODE(st.st_mode))  # chown may clear setgid bits
+            if times:
+                os.utime(tmp, ns=times)
+            else:
+                os.utime(tmp)
+            os.fsync(f.fileno())
+        with _LOCK:
+            _check_unchanged(target, before, path)
+            os.replace(tmp, target)
+    except BaseException as exc:
+        with suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ImageError(f"could not write the metadata ({exc.strerror or exc})", path=path) from None
+        raise
+    _fsync_dir(target.parent)
+
+
+def _check_unchanged(target: Path, before: tuple[int, int, int] | None, path: Path) -> None:
+    if _state(target) != before:
+        raise ImageError("changed on disk while ramcli was writing it; left as the other program wrote it",
+                         path=path, hint="run again")
+
+
+def _state(p: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _fsync_dir(folder: Path) -> None:
+    with suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _writable(p: Path) -> bool:
+    try:
+        return os.access(p, os.W_OK) and bool(os.stat(p).st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def _guard(fn: Callable[[Path], T], path: Path) -> T:
+    """``fn(path)`` with OSErrors as ImageErrors naming the file."""
+    try:
+        return fn(path)
+    except FileNotFoundError:
+        raise ImageError("file not found", path=path) from None
+    except OSError as exc:
+        raise ImageError(f"cannot read it ({exc.strerror})", path=path, hint="check its permissions") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
