@@ -34,9 +34,10 @@ class EngineOptions:
     cpu_chunk: int = 2  # images per encoder call on the CPU (see Engine.chunk)
 
 
-def _session(path: str | bytes, opts: EngineOptions) -> ort.InferenceSession:
+def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.log_severity_level = _QUIET
+    so.enable_cpu_mem_arena = cpu_arena
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if opts.threads:
         so.intra_op_num_threads = opts.threads
@@ -66,7 +67,9 @@ class Engine:
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = opts or EngineOptions()
-        self.encoder = _session(os.fspath(model.path / ENCODER), self.opts)
+        # Swin-L measured on 2 cores: without the CPU arena the encoder holds 961 instead of 1308 MB
+        # after load and peaks 280 MB lower, for ~4% speed; the tag head is 24% faster with it.
+        self.encoder = _session(os.fspath(model.path / ENCODER), self.opts, cpu_arena=False)
         self.head = _session(os.fspath(model.path / HEAD), self.opts)
 
     @property

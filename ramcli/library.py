@@ -30,12 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import metadata
 from .errors import ImageError, RamcliError, printable
 from .identity import image_hash
-from .images import Preprocess, to_input
+from .images import Preprocess, read_photo, to_input
 from .index import ImageRecord, Index, PhotoRow
 from .scan import ScanProblem, iter_photos
 from .tagging import Selection, Tag, Tagger
@@ -98,30 +97,16 @@ class Prepared:
     taken_at: str | None = None
 
 
-def _taken_at(img: Image.Image) -> str | None:
-    exif = img.getexif()
-    value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
-    if not isinstance(value, str) or len(value) < 19:
-        return None
-    return value[:10].replace(":", "-") + "T" + value[11:19]
-
-
 def _prepare(path: Path) -> Prepared | ImageError:
     """Hash, and decode + preprocess when the image is new. Runs in a worker process."""
-    from PIL import ImageOps
-
     assert _PRE is not None
     try:
         digest = image_hash(path)
         if digest in _KNOWN:
             return Prepared(path, digest, None)
-        with Image.open(path) as img:
-            img.seek(0)
-            taken = _taken_at(img)
-            upright = ImageOps.exif_transpose(img)
-            upright.load()
-            rgb = upright.convert("RGB")
-        return Prepared(path, digest, to_input(rgb, _PRE), rgb.size[0], rgb.size[1], taken)
+        photo = read_photo(path)
+        return Prepared(path, digest, to_input(photo.rgb, _PRE), photo.rgb.size[0], photo.rgb.size[1],
+                        photo.taken_at)
     except ImageError as err:
         return err
     except Exception as exc:

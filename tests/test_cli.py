@@ -11,7 +11,7 @@ import pytest
 
 from conftest import TINY_TAGS, make_photo, run_cli
 
-COMMANDS = [["tag"], ["doctor"], ["models"], ["models", "list"], ["models", "pull"], ["models", "import"],
+COMMANDS = [["tag"], ["untag"], ["doctor"], ["models"], ["models", "list"], ["models", "pull"], ["models", "import"],
             ["models", "verify"], ["models", "rm"]]
 
 
@@ -106,12 +106,6 @@ def test_human_output(tiny_model, library: dict) -> None:
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
     assert line.startswith(str(library["good"][0]) + ": tag ") and line.count(",") == 1
-
-
-def test_tag_without_dry_run_says_what_works(tiny_model, library: dict) -> None:
-    result = run_cli("tag", "-m", "tiny_ram_plus", str(library["good"][0]))
-    assert result.returncode == 2
-    assert "--dry-run" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_missing_model_with_no_download(library: dict) -> None:
