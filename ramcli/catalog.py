@@ -36,16 +36,25 @@ def list_models() -> list[dict[str, Any]]:
             rows.append(row)
         row["installed_size"] = human_bytes(inst.size_bytes())
         row["path"] = str(inst.path)
-        row["num_tags"] = inst.num_tags
+        row["num_tags"] = inst.meta.get("num_tags")
     return rows
 
 
 def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list_zh: Path | None = None,
                  thresholds: Path | None = None, image_size: int | None = None,
                  report: Report = lambda _m: None) -> store.InstalledModel:
-    """Convert a local checkpoint; a known model name brings its official tag files along."""
+    """Convert a local checkpoint; a known model name brings its official tag files along.
+
+    What the checkpoint is (RAM/RAM++ or the CLIP text encoder) is read from its keys.
+    """
+    from .convert.checkpoint import load_state_dict
+    from .convert.clip_text import import_clip_text, is_clip_state
     from .convert.export import import_checkpoint
 
+    report(f"reading {checkpoint}")
+    state = load_state_dict(checkpoint)
+    if is_clip_state(state):
+        return import_clip_text(checkpoint, name, state, source={"kind": "import"}, report=report)
     default_threshold = 0.68
     extra: dict[str, Path] = {}
     if name in manifests():
@@ -63,7 +72,7 @@ def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list
                          hint="pass --tag-list FILE (one tag per line, in the model's class order)")
     return import_checkpoint(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
                              extra_files=extra, image_size=image_size, default_threshold=default_threshold,
-                             source={"kind": "import"}, report=report)
+                             source={"kind": "import"}, report=report, state=state)
 
 
 def probe_provider(device: str = "auto") -> str:

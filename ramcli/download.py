@@ -100,9 +100,9 @@ def fetch_weights(m: Manifest, report: Report) -> Path:
 def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
     """Download (or reuse) the weights and tag files of a known model, then convert it."""
     m = manifest(name)
-    if not m.supported or m.family not in {"ram_plus", "ram"}:
+    if not m.supported or m.family not in {"ram_plus", "ram", "clip_text"}:
         raise RamcliError(f"model {name} ({m.title}) cannot be converted by this version of ramcli yet",
-                          hint="use ram_plus_swin_large_14m or ram_swin_large_14m")
+                          hint="use ram_plus_swin_large_14m, ram_swin_large_14m or clip_vit_b16_text")
     checkpoint = fetch_weights(m, report)
     files = fetch_tag_files(m, report)
     return convert(m, checkpoint, files, report, source={"kind": "pull", **m.weights})
@@ -110,6 +110,11 @@ def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
 
 def convert(m: Manifest, checkpoint: Path, files: dict[str, Path], report: Report,
             source: dict[str, object]) -> store.InstalledModel:
+    if m.family == "clip_text":
+        from .convert.checkpoint import load_state_dict
+        from .convert.clip_text import import_clip_text
+
+        return import_clip_text(checkpoint, m.name, load_state_dict(checkpoint), source=source, report=report)
     from .convert.export import import_checkpoint
 
     extra = {TAG_FILE_NAMES[k]: p for k, p in files.items() if k in {"notice", "license"}}

@@ -34,7 +34,7 @@ import sqlite_utils
 
 from .errors import RamcliError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 EMBED_DIM = 512
 
 
@@ -51,8 +51,14 @@ def _v1(db: sqlite_utils.Database) -> None:
                        "counts": str}, pk="id")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Search: CLIP embeddings of past queries, so a repeated query needs no text encoder."""
+    db["query_cache"].create({"encoder": str, "text": str, "embedding": bytes, "created_at": str},
+                             pk=("encoder", "text"))
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1]
+MIGRATIONS = [_v1, _v2]
 
 
 def _now() -> str:
@@ -132,6 +138,23 @@ class Index:
 
     def count(self, table: str) -> int:
         return self.db[table].count
+
+    def models(self) -> list[tuple[str, int]]:
+        """Models that tagged the indexed photos, most photos first."""
+        return [(r[0], r[1]) for r in self.db.execute(
+            "select model, count(*) from photos group by model order by count(*) desc")]
+
+    def cached_query(self, encoder: str, text: str) -> np.ndarray | None:
+        row = self.db.execute("select embedding from query_cache where encoder = ? and text = ?",
+                              [encoder, text]).fetchone()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
+
+    def cache_query(self, encoder: str, text: str, embedding: np.ndarray) -> None:
+        """Best effort: a read-only index or a busy writer just means no cache."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.db.execute("insert or replace into query_cache (encoder, text, embedding, created_at) "
+                            "values (?, ?, ?, ?)",
+                            [encoder, text, np.ascontiguousarray(embedding, dtype=np.float32).tobytes(), _now()])
 
     # ---- writing (inside `with index.transaction():`, which is one SQLite transaction)
     @contextlib.contextmanager

@@ -63,7 +63,7 @@ class InstalledModel:
 
     @property
     def num_tags(self) -> int:
-        return int(self.meta["num_tags"])
+        return int(self.meta.get("num_tags", 0))
 
     @property
     def preprocess(self) -> Preprocess:
@@ -143,6 +143,13 @@ def commit(staging: Path, name: str) -> Path:
     else:
         staging.rename(final)
     return final
+
+
+def find_family(family: str, preferred: str) -> InstalledModel | None:
+    """An installed model of ``family``: ``preferred`` if installed, else any (e.g. an imported one)."""
+    if is_installed(preferred):
+        return get(preferred)
+    return next((m for m in installed() if m.meta.get("family") == family), None)
 
 
 def known_or_installed(name: str) -> bool:

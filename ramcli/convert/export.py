@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,16 @@ def import_checkpoint(
     default_threshold: float = 0.68,
     source: dict[str, Any] | None = None,
     report: Report = lambda _msg: None,
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> store.InstalledModel:
-    """Convert ``checkpoint`` and install it as ``name``; returns the installed model."""
+    """Convert ``checkpoint`` (``state``: its already-loaded tensors) and install it as ``name``."""
     if not tag_list.is_file():
         raise RamcliError("no such tag list", path=tag_list, hint="pass --tag-list with the model's tag file")
     names = store.read_lines(tag_list)
-    report(f"reading {checkpoint}")
-    state = remap_keys(load_state_dict(checkpoint))
+    if state is None:
+        report(f"reading {checkpoint}")
+        state = load_state_dict(checkpoint)
+    state = remap_keys(state)
     cfg = infer_config(state, len(names), image_size)
     model = build_model(state, cfg, source=checkpoint)
     if tag_list_zh is not None and len(store.read_lines(tag_list_zh)) != len(names):

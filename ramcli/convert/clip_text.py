@@ -1,0 +1,120 @@
+"""CLIP ViT-B/16 text encoder (open_clip, OpenAI weights) -> ONNX, for open-set tags and search.
+
+RAM++ was trained so that its image CLS embedding and its tag label embeddings live in CLIP
+ViT-B/16 text space; the same encoder embeds search queries and custom tags. Only the text tower
+is exported: token ids (B, 77) int64 -> L2-normalised embeddings (B, 512). The BPE vocabulary is
+copied from the open_clip wheel into the model folder so the runtime needs neither torch nor
+open_clip (``ramcli.clip_tokenizer``).
+
+A checkpoint is recognised as this encoder by its keys (an open_clip state_dict saved with
+``torch.save(model.state_dict(), FILE)``, as on the hub); the visual tower, if present, is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__, store
+from ..errors import CheckpointError, RamcliError
+from ..hashing import sha256_file
+
+OPEN_CLIP_MODEL = "ViT-B-16"
+ENCODER = "text_encoder.onnx"
+BPE = "bpe_simple_vocab_16e6.txt.gz"
+PARITY_TEXTS = ["a photo of a dog.", "There is the red bicycle in the scene.", "修道院", "itap of my café."]
+_IGNORED = ("visual.", "logit_scale", "logit_bias")
+
+
+def is_clip_state(state: Mapping[str, torch.Tensor]) -> bool:
+    return "token_embedding.weight" in state and "text_projection" in state and "positional_embedding" in state
+
+
+def build_text_model(state: Mapping[str, torch.Tensor], *, source: Path | None = None) -> nn.Module:
+    """open_clip's ViT-B-16 (QuickGELU, as the OpenAI weights need) with the text tower loaded strictly."""
+    import open_clip
+
+    logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights loaded" is expected here
+    model = open_clip.create_model(OPEN_CLIP_MODEL, pretrained=None, force_quick_gelu=True)
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(_IGNORED)}
+    missing = sorted(set(expected) - set(state))
+    wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or wrong:
+        parts = [f"{len(ks)} {label}: {', '.join(ks[:4])}" for label, ks in (("missing", missing),
+                                                                            ("wrong shape", wrong)) if ks]
+        raise CheckpointError("is not an open_clip ViT-B-16 text encoder: " + "; ".join(parts), path=source,
+                              hint="save it with torch.save(model.state_dict(), FILE) from open_clip ViT-B-16")
+    model.load_state_dict({k: state[k].float() for k in expected}, strict=False)
+    model.visual = None  # not exported, not needed
+    return model.eval()
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(ids, normalize=True)
+
+
+def bpe_source() -> Path:
+    import open_clip
+
+    path = Path(open_clip.__file__).parent / BPE
+    if not path.is_file():
+        raise RamcliError("open_clip's BPE vocabulary is missing", path=path, hint="reinstall open_clip_torch")
+    return path
+
+
+def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tensor], *,
+                     source: dict[str, Any] | None = None,
+                     report: Callable[[str], None] = lambda _m: None) -> store.InstalledModel:
+    """Export the text tower, check ONNX against PyTorch, install as ``name``."""
+    import onnxruntime as ort
+    import open_clip
+
+    model = build_text_model(state, source=checkpoint)
+    staging = store.staging_path(name)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        report("exporting the CLIP text encoder to ONNX")
+        t0 = time.perf_counter()
+        ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(TextEncoder(model), (ids,), str(staging / ENCODER), input_names=["ids"],
+                              output_names=["text_embeds"], opset_version=17, dynamo=False,
+                              dynamic_axes={"ids": {0: "batch"}, "text_embeds": {0: "batch"}})
+            ref = TextEncoder(model)(ids).numpy()
+        shutil.copyfile(bpe_source(), staging / BPE)
+        session = ort.InferenceSession(str(staging / ENCODER), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"ids": ids.numpy()})[0]
+        diff = float(np.abs(got - ref).max())
+        if diff > 1e-3:
+            raise RamcliError(f"ONNX export does not reproduce PyTorch (max difference {diff:.2e})", path=checkpoint)
+        meta = {
+            "name": name, "family": "clip_text", "open_clip_model": OPEN_CLIP_MODEL, "quick_gelu": True,
+            "context_length": int(ids.shape[1]), "embed_dim": int(ref.shape[1]),
+            "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
+                       "bytes": checkpoint.stat().st_size, **(source or {})},
+            "converted_by": f"ramcli {__version__}, torch {torch.__version__}, open_clip {open_clip.__version__}",
+            "export_seconds": round(time.perf_counter() - t0, 2),
+            "parity": {"text_embeds_max_abs": diff, "texts": len(PARITY_TEXTS)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return store.InstalledModel(name, store.commit(staging, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

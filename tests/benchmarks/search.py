@@ -1,0 +1,118 @@
+"""Search latency on a synthetic index: a cold `ramcli search` process per query, as a user runs it.
+
+Builds an index of N photos with random CLS embeddings and tags (tiny random RAM++ for the tag
+head, a random full-size CLIP ViT-B/16 text encoder), token matrices for --tokens of them, then
+times: an open-set query the first time (text encoder loaded), the same query again (embedding
+from the query cache), and a tag-only query. Also the in-process time of Searcher.search alone.
+
+Usage: python tests/benchmarks/search.py [--photos 10000 100000] [--tokens 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def build_index(path: Path, n: int, with_tokens: int, names: list[str], rng: np.random.Generator) -> None:
+    from ramcli.index import open_index
+
+    ix = open_index(path, writer=True)
+    cls = rng.normal(size=(n, 512)).astype(np.float32)
+    token_blob = rng.normal(size=(145, 512)).astype(np.float16).tobytes()
+    with ix.transaction():
+        for i in range(n):
+            h = f"{i:032x}"
+            ix.db.execute("insert into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
+                          "values (?, 'tiny_ram_plus', 1, 1, ?, ?, ?, '')",
+                          [h, f"20{10 + i % 15}-01-01T00:00:00", cls[i].tobytes(),
+                           token_blob if i < with_tokens else None])
+            ix.db.conn.executemany("insert into image_tags values (?, 'tiny_ram_plus', ?, ?, ?)",
+                                   [(h, int(t), names[t], float(rng.uniform(0.6, 1)))
+                                    for t in rng.choice(len(names), 5, replace=False)])
+            ix.db.execute("insert into photos values (?, ?, 1, 1, '[]', 'embed', 'tiny_ram_plus', '')",
+                          [f"/photos/{i // 1000:03d}/{i:07d}.jpg", h])
+    ix.close()
+
+
+def timed(args: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "ramcli", "search", *args], capture_output=True, text=True, env=env)
+    if res.returncode not in (0, 1):
+        raise SystemExit(res.stderr)
+    return round(time.perf_counter() - t, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--tokens", type=int, default=2000, help="photos that get a stored token matrix")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ramcli-search-"))
+    env = {**os.environ, "RAMCLI_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1"}
+    os.environ.update(env)
+
+    import open_clip
+    import torch
+
+    from conftest import write_tag_files
+    from ramcli.catalog import import_local
+    from ramcli.convert.random_init import config, random_model, save_checkpoint
+
+    files = write_tag_files(work / "tags")
+    ckpt = save_checkpoint(random_model(config("ram_plus")), work / "tiny.pth")
+    import_local(ckpt, "tiny_ram_plus", tag_list=files["tag_list"], tag_list_zh=files["tag_list_zh"],
+                 thresholds=files["thresholds"])
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.save(open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).state_dict(),
+               work / "clip.pt")
+    import_local(work / "clip.pt", "clip_vit_b16_text", tag_list=None)
+    names = files["tag_list"].read_text().splitlines()
+    report: dict[str, object] = {"tokens_stored_for": args.tokens, "runs": []}
+    rng = np.random.default_rng(0)
+    for n in args.photos:
+        index = work / f"index_{n}.db"
+        build_index(index, n, min(args.tokens, n), names, rng)
+        base = ["--index", str(index), "--json", "--limit", "20"]
+        row = {"photos": n, "index_mb": round(index.stat().st_size / 1e6, 1),
+               "open_set_first_s": timed(["golden retriever wearing a red scarf", *base], env),
+               "open_set_cached_s": timed(["golden retriever wearing a red scarf", *base], env),
+               "tag_only_s": timed([names[3], *base], env),
+               "cli_floor_s (ramcli --version)": round(min(
+                   _t([sys.executable, "-m", "ramcli", "--version"], env) for _ in range(3)), 3)}
+        from ramcli.index import open_index
+        from ramcli.search import SearchOptions, open_searcher
+
+        ix = open_index(index)
+        searcher = open_searcher(ix)
+        for label, q in (("in_process_open_set_cached_s", "golden retriever wearing a red scarf"),
+                         ("in_process_tag_only_s", names[3])):
+            t = time.perf_counter()
+            searcher.search(q, SearchOptions())
+            row[label] = round(time.perf_counter() - t, 3)
+        ix.close()
+        report["runs"].append(row)  # type: ignore[union-attr]
+        print(json.dumps(row), file=sys.stderr)
+    print(json.dumps(report, indent=2))
+
+
+def _t(cmd: list[str], env: dict[str, str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, env=env, check=True)
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
