@@ -180,6 +180,8 @@ def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: 
                     _emit_json(ev.as_dict())
                 if ev.status == "error":
                     err.print(f"[red]error:[/] {escape(ev.error or '')}")
+                elif ev.status == "skipped":
+                    err.print(f"[yellow]skipped:[/] {escape(ev.error or '')}")
                 elif verbose and not json_out:
                     extra = f" (from {ev.moved_from})" if ev.moved_from else ""
                     out.print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
@@ -189,7 +191,7 @@ def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: 
     finally:
         ix.close()
     counts = run.counts
-    order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "error"]
+    order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "skipped", "error"]
     summary = ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}" for k in order)
     _say(f"{summary} in {time.perf_counter() - start:.1f} s (index {ix.path})")
     return counts.get("error", 0)
@@ -204,7 +206,9 @@ def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int
     failed = tagged = 0
     photos: list[Path] = []
     for item in iter_photos(paths, exclude):
-        if isinstance(item, ScanProblem):
+        if isinstance(item, ScanProblem) and item.skipped:
+            err.print(f"[yellow]skipped:[/] {escape(str(RamcliError(item.reason, path=item.path)))}")
+        elif isinstance(item, ScanProblem):
             failed += 1
             _report_error(str(RamcliError(item.reason, path=item.path)), item.path, model, json_out)
         else:

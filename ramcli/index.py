@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from .errors import RamcliError
 
@@ -38,7 +37,29 @@ SCHEMA_VERSION = 2
 EMBED_DIM = 512
 
 
-def _v1(db: sqlite_utils.Database) -> None:
+class Database:
+    """The connection, with the two helpers the index needs. sqlite-utils (0.4 s to import) is
+    loaded only when a migration has to create or change tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, args: Iterable[object] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, tuple(args))
+
+    def query(self, sql: str, args: Iterable[object] = ()) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, tuple(args))
+        cols = [d[0] for d in cur.description]
+        return (dict(zip(cols, row, strict=True)) for row in cur)
+
+    def table_names(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("select name from sqlite_master where type = 'table'")]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _v1(db: Any) -> None:  # db: sqlite_utils.Database
     db["photos"].create({"path": str, "hash": str, "size": int, "mtime_ns": int, "written": str,
                          "storage": str, "model": str, "updated_at": str}, pk="path")
     db["photos"].create_index(["hash"])
@@ -51,7 +72,7 @@ def _v1(db: sqlite_utils.Database) -> None:
                        "counts": str}, pk="id")
 
 
-def _v2(db: sqlite_utils.Database) -> None:
+def _v2(db: Any) -> None:
     """Search: CLIP embeddings of past queries, so a repeated query needs no text encoder."""
     db["query_cache"].create({"encoder": str, "text": str, "embedding": bytes, "created_at": str},
                              pk=("encoder", "text"))
@@ -93,7 +114,7 @@ class ImageRecord:
 class Index:
     """A typed facade over the database; all writes of one batch go in one transaction."""
 
-    def __init__(self, path: Path, db: sqlite_utils.Database, lock: Any | None) -> None:
+    def __init__(self, path: Path, db: Database, lock: Any | None) -> None:
         self.path = path
         self.db = db
         self._lock = lock
@@ -137,7 +158,7 @@ class Index:
         return np.frombuffer(rows[0]["tokens"], dtype=np.float16).reshape(-1, EMBED_DIM)
 
     def count(self, table: str) -> int:
-        return self.db[table].count
+        return int(self.db.execute(f"select count(*) from [{table}]").fetchone()[0])
 
     def models(self) -> list[tuple[str, int]]:
         """Models that tagged the indexed photos, most photos first."""
@@ -219,20 +240,25 @@ def _photo(row: dict[str, Any]) -> PhotoRow:
                     row["storage"] or "", row["model"] or "")
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: Database) -> int:
     return int(db.execute("pragma user_version").fetchone()[0])
 
 
-def migrate(db: sqlite_utils.Database) -> int:
+def migrate(db: Database) -> int:
     """Apply pending migrations, each in its own transaction; returns the resulting version."""
     version = schema_version(db)
     if version > SCHEMA_VERSION:
         raise RamcliError(f"the index has schema version {version}, newer than this ramcli ({SCHEMA_VERSION})",
                           hint="upgrade ramcli")
+    if version == SCHEMA_VERSION:
+        return version
+    import sqlite_utils
+
+    utils = sqlite_utils.Database(db.conn)
     for target in range(version, SCHEMA_VERSION):
         db.execute("begin immediate")
         try:
-            MIGRATIONS[target](db)
+            MIGRATIONS[target](utils)
             db.execute(f"pragma user_version = {target + 1}")
         except BaseException:
             db.execute("rollback")
@@ -264,7 +290,7 @@ def open_index(path: Path, *, writer: bool = False) -> Index:
     lock = _take_lock(path) if writer else None
     try:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; batches use BEGIN
-        db = sqlite_utils.Database(conn)
+        db = Database(conn)
         db.execute("pragma journal_mode = wal")
         db.execute("pragma synchronous = normal")
         db.execute("pragma busy_timeout = 30000")

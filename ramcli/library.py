@@ -59,7 +59,7 @@ class Event:
     """What happened to one path; the CLI renders these (and `--json` prints them)."""
 
     path: Path
-    status: str  # tagged | unchanged | updated | moved | copied | error | pruned
+    status: str  # tagged | unchanged | updated | moved | copied | skipped | error | pruned
     tags: list[str] = field(default_factory=list)
     error: str | None = None
     moved_from: str | None = None
@@ -143,7 +143,8 @@ class LibraryRun:
         early: list[Event] = []
         for item in iter_photos(self.roots, self.opts.exclude):
             if isinstance(item, ScanProblem):
-                early.append(Event(item.path, "error", error=str(RamcliError(item.reason, path=item.path))))
+                status = "skipped" if item.skipped else "error"
+                early.append(Event(item.path, status, error=str(RamcliError(item.reason, path=item.path))))
                 continue
             path = item.absolute()
             try:

@@ -20,10 +20,18 @@ PHOTO_EXTENSIONS = frozenset({
 })
 
 
+# Camera RAW: no decoder here for their embedded previews yet, so they are reported, not tagged.
+RAW_EXTENSIONS = frozenset({
+    ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf", ".rw2", ".raf", ".pef",
+    ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw", ".rwl", ".iiq",
+})
+
+
 @dataclass(frozen=True)
 class ScanProblem:
     path: Path
     reason: str
+    skipped: bool = False  # True: not an error, just not something ramcli handles (exit code stays 0)
 
 
 def _excluded(path: Path, patterns: tuple[str, ...]) -> bool:
@@ -35,7 +43,11 @@ def iter_photos(paths: Iterable[Path], exclude: Iterable[str] = ()) -> Iterator[
     patterns = tuple(exclude)
     for root in paths:
         if root.is_file():
-            if not _excluded(root, patterns):
+            if _excluded(root, patterns):
+                continue
+            if root.suffix.lower() in RAW_EXTENSIONS:
+                yield ScanProblem(root, "camera RAW is not supported yet, skipped", skipped=True)
+            else:
                 yield root
             continue
         if not root.exists():
@@ -46,9 +58,12 @@ def iter_photos(paths: Iterable[Path], exclude: Iterable[str] = ()) -> Iterator[
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _excluded(Path(folder, d), patterns))
             for name in sorted(files):
                 p = Path(folder, name)
-                if name.startswith(".") or p.suffix.lower() not in PHOTO_EXTENSIONS or _excluded(p, patterns):
+                if name.startswith(".") or _excluded(p, patterns):
                     continue
-                yield p
+                if p.suffix.lower() in RAW_EXTENSIONS:
+                    yield ScanProblem(p, "camera RAW is not supported yet, skipped", skipped=True)
+                elif p.suffix.lower() in PHOTO_EXTENSIONS:
+                    yield p
             while errors:
                 err = errors.pop()
                 yield ScanProblem(Path(err.filename or folder), f"cannot read folder ({err.strerror})")

@@ -135,12 +135,10 @@ class Searcher:
         self._tag_head = tag_head
 
     # ---- data
-    def candidates(self, opts: SearchOptions, *, with_cls: bool = True) -> Candidates:
-        """The photos passing the filters; ``with_cls=False`` skips reading embeddings (tag-only queries)."""
-        cls_col = "i.cls" if with_cls else "null"
-        sql = [f"select p.path, p.hash, i.taken_at, {cls_col} from photos p join images i "
-               "on i.hash = p.hash and i.model = p.model where p.model = ?"]
-        args: list[object] = [self.model]
+    def _filters(self, opts: SearchOptions) -> tuple[str, list[object]]:
+        """SQL conditions on photos ``p`` and images ``i`` for the user's filters."""
+        sql: list[str] = []
+        args: list[object] = []
         if opts.under:
             parts = []
             for root in opts.under:
@@ -163,12 +161,39 @@ class Searcher:
             sql.append("and not exists (select 1 from image_tags t where t.hash = p.hash and t.model = p.model "
                        "and t.tag = ?)")
             args.append(t)
-        rows = self.index.db.execute(" ".join(sql) + " order by p.path", args).fetchall()
+        return " ".join(sql), args
+
+    def candidates(self, opts: SearchOptions) -> Candidates:
+        """The photos passing the filters, with their CLS embeddings."""
+        where, args = self._filters(opts)
+        rows = self.index.db.execute(
+            "select p.path, p.hash, i.taken_at, i.cls from photos p join images i "
+            f"on i.hash = p.hash and i.model = p.model where p.model = ? {where} order by p.path",
+            [self.model, *args]).fetchall()
         cls = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), EMBED_DIM) \
-            if rows and with_cls else np.zeros((len(rows) if with_cls else 0, EMBED_DIM), np.float32)
+            if rows else np.zeros((0, EMBED_DIM), np.float32)
         norms = np.linalg.norm(cls, axis=1, keepdims=True)
         return Candidates([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                           cls / np.where(norms == 0, 1, norms))
+
+    def tag_search(self, tags: list[str], opts: SearchOptions) -> list[Hit]:
+        """Photos carrying any of ``tags``: more hits first, then the mean stored score. Pure SQL."""
+        where, args = self._filters(opts)
+        marks = ",".join("?" * len(tags))
+        rows = self.index.db.execute(
+            "select p.path, p.hash, i.taken_at, count(*) as hits, avg(t.score) as score from photos p "
+            "join images i on i.hash = p.hash and i.model = p.model "
+            f"join image_tags t on t.hash = p.hash and t.model = p.model and t.tag in ({marks}) "
+            f"where p.model = ? {where} group by p.path order by hits desc, score desc, p.path",
+            [*tags, self.model, *args]).fetchall()
+        out = []
+        for path, hash_, taken, hits, score in rows:
+            if opts.min_score is not None and score < opts.min_score:
+                continue
+            out.append(Hit(path, float(score), "tag", int(hits), None, taken, self.top_tags(hash_)))
+            if len(out) >= opts.limit:
+                break
+        return out
 
     def tag_scores(self, hashes: list[str], tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per candidate: how many of ``tags`` it carries, and their mean stored score."""
@@ -205,24 +230,24 @@ class Searcher:
 
     def search(self, query: str, opts: SearchOptions) -> list[Hit]:
         tags, open_words = self.vocab.match(query)
-        tag_only = bool(tags) and not open_words
-        cand = self.candidates(opts, with_cls=not tag_only)
+        if tags and not open_words:  # a query of tag names only: no text encoder, no embeddings
+            return self.tag_search(tags, opts)
+        cand = self.candidates(opts)
         if not cand.paths:
             return []
-        hits, tag_mean = self.tag_scores(cand.hashes, tags)
-        if tag_only:  # a query of tag names only: no text encoder, no embeddings needed
-            order = [i for i in np.lexsort((-tag_mean, -hits)) if hits[i] > 0]
-            return self._finish(cand, order, [float(tag_mean[i]) for i in order], ["tag"] * len(order), hits, None,
-                                opts)
+        hits, _ = self.tag_scores(cand.hashes, tags)
         q = self.query_embedding(query)
         clip = cand.cls @ q
         first = np.lexsort((-clip, -hits))
-        rescored = self._rerank(cand, list(first[: opts.rerank]), q)
-        ranked = sorted(range(len(cand.paths)), key=lambda i: (
-            -hits[i], 0 if i in rescored else 1, -(rescored.get(i, clip[i]))))
-        scores = [float(rescored.get(i, clip[i])) for i in ranked]
-        via = ["rerank" if i in rescored else "clip" for i in ranked]
-        return self._finish(cand, ranked, scores, via, hits, clip, opts)
+        rescored = self._rerank(cand, [int(i) for i in first[: opts.rerank]], q)
+        score = clip.astype(np.float64)
+        reranked = np.zeros(len(clip), bool)
+        for i, r in rescored.items():
+            score[i], reranked[i] = r, True
+        ranked = np.lexsort((-score, ~reranked, -hits))  # hits, then re-ranked first, then score
+        via = ["rerank" if reranked[i] else "clip" for i in ranked]
+        return self._finish(cand, [int(i) for i in ranked], [float(score[i]) for i in ranked], via, hits, clip,
+                            opts)
 
     def _rerank(self, cand: Candidates, idx: list[int], q: np.ndarray) -> dict[int, float]:
         if self._tag_head is None:

@@ -266,9 +266,15 @@ def test_kill_minus_nine_never_corrupts(tmp_path: Path, tiny_model) -> None:
 
 
 def test_json_and_exit_code_when_all_is_well(tmp_path: Path, tiny_model) -> None:
+    """A camera RAW file is reported as skipped, which is not a failure: exit code 0."""
     root = tmp_path / "ok"
     make_photo(root / "one.jpg", seed=3)
+    (root / "DSC_0001.NEF").write_bytes(b"II*\x00raw sensor data")
     result = run_cli(*TAG, "--index", str(tmp_path / "ok.db"), str(root))
-    assert result.returncode == 0
-    assert next(iter(records(result).values()))["status"] == "tagged"
-    assert len(result.stderr.strip().splitlines()) == 2  # provider line + summary
+    assert result.returncode == 0, result.stderr
+    recs = records(result)
+    assert recs[str(root / "one.jpg")]["status"] == "tagged"
+    assert recs[str(root / "DSC_0001.NEF")]["status"] == "skipped"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("skipped:") and "DSC_0001.NEF" in lines[1]
+    assert "1 skipped, 0 errors" in lines[2]
