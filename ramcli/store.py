@@ -13,18 +13,22 @@ A folder appears only complete: conversion writes into ``.<name>.partial`` and r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import manifest, manifests, models_dir
 from .errors import ModelNotFound, RamcliError
-from .images import Preprocess
+
+if TYPE_CHECKING:
+    from .images import Preprocess
 
 META = "meta.json"
 ENCODER = "image_encoder.onnx"
@@ -67,6 +71,8 @@ class InstalledModel:
 
     @property
     def preprocess(self) -> Preprocess:
+        from .images import Preprocess  # Pillow: not needed to search
+
         p = self.meta["preprocess"]
         return Preprocess(int(p["image_size"]), tuple(p["mean"]), tuple(p["std"]))
 
@@ -129,6 +135,18 @@ def remove(name: str) -> Path:
 
 def staging_path(name: str) -> Path:
     return models_dir() / f".{name}.partial"
+
+
+@contextlib.contextmanager
+def staging(name: str) -> Iterator[Path]:
+    """A fresh, empty folder to convert into; gone afterwards unless :func:`commit` moved it in place."""
+    path = staging_path(name)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def commit(staging: Path, name: str) -> Path:

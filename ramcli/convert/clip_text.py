@@ -16,7 +16,6 @@ import json
 import logging
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from torch import nn
 from .. import __version__, store
 from ..errors import CheckpointError, RamcliError
 from ..hashing import sha256_file
+from .export import export_graph
 
 OPEN_CLIP_MODEL = "ViT-B-16"
 ENCODER = "text_encoder.onnx"
@@ -85,18 +85,13 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
     import open_clip
 
     model = build_text_model(state, source=checkpoint)
-    staging = store.staging_path(name)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with store.staging(name) as staging:
         report("exporting the CLIP text encoder to ONNX")
         t0 = time.perf_counter()
         ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(TextEncoder(model), (ids,), str(staging / ENCODER), input_names=["ids"],
-                              output_names=["text_embeds"], opset_version=17, dynamo=False,
-                              dynamic_axes={"ids": {0: "batch"}, "text_embeds": {0: "batch"}})
+        export_graph(TextEncoder(model), (ids,), staging / ENCODER, ["ids"], "text_embeds",
+                     {"ids": {0: "batch"}, "text_embeds": {0: "batch"}})
+        with torch.no_grad():
             ref = TextEncoder(model)(ids).numpy()
         shutil.copyfile(bpe_source(), staging / BPE)
         session = ort.InferenceSession(str(staging / ENCODER), providers=["CPUExecutionProvider"])
@@ -116,5 +111,3 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         }
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return store.InstalledModel(name, store.commit(staging, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

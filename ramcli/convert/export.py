@@ -35,7 +35,7 @@ PARITY_TOLERANCE = 1e-3  # logits; a faithful export lands near 1e-6, a broken o
 Report = Callable[[str], None]
 
 
-def _export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
+def export_graph(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str],
             output: str, axes: dict[str, dict[int, str]]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer chatter
@@ -47,11 +47,11 @@ def export_onnx(model: RamModel, out: Path) -> None:
     cfg = model.cfg
     size = cfg.swin.image_size
     image = torch.zeros(1, cfg.swin.in_chans, size, size)
-    _export(ImageEncoder(model), (image,), out / store.ENCODER, ["image"], "image_embeds",
+    export_graph(ImageEncoder(model), (image,), out / store.ENCODER, ["image"], "image_embeds",
             {"image": {0: "batch"}, "image_embeds": {0: "batch"}})
     embeds = torch.zeros(2, cfg.swin.num_tokens, cfg.embed_dim)
     tags = torch.zeros(2, 3, cfg.embed_dim)
-    _export(TagHead(model), (embeds, tags), out / store.HEAD, ["image_embeds", "tag_embeds"], "logits",
+    export_graph(TagHead(model), (embeds, tags), out / store.HEAD, ["image_embeds", "tag_embeds"], "logits",
             {"image_embeds": {0: "batch"}, "tag_embeds": {0: "batch", 1: "tags"}, "logits": {0: "batch", 1: "tags"}})
 
 
@@ -123,10 +123,7 @@ def import_checkpoint(
     if thresholds is not None:
         store.read_thresholds(thresholds, len(names))
 
-    staging = store.staging_path(name)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with store.staging(name) as staging:
         report("exporting to ONNX")
         t0 = time.perf_counter()
         export_onnx(model, staging)
@@ -165,8 +162,6 @@ def import_checkpoint(
         meta["parity"] = parity
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return store.InstalledModel(name, store.commit(staging, name))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def verify(name: str, images: np.ndarray | None = None) -> dict[str, Any]:
