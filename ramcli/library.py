@@ -220,11 +220,14 @@ class LibraryRun:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- per photo
-    def _write(self, path: Path, tags: list[str], previous: list[str]) -> tuple[list[str], str]:
-        """Keywords into the file; returns (what the file now carries from us, storage)."""
+    def _write(self, path: Path, tags: list[str], row: PhotoRow | None) -> tuple[list[str], str]:
+        """Keywords into the file; returns (what the file now carries from us, where it is).
+
+        ``row`` is what the index knew of this path (or of the path it moved from)."""
         opts = self.opts.write_options
-        if not self.opts.write:
-            return previous, ""
+        previous = row.written if row is not None else []
+        if not self.opts.write:  # --no-write: the file keeps whatever we wrote earlier, where we wrote it
+            return previous, row.storage if row is not None else ""
         result = metadata.write_keywords(path, tags, previous, opts)
         # A keyword the user already had (in any case) is theirs, not ours: untag must leave it.
         ours = [k for k in tags if k in previous or k in result.added]
@@ -246,11 +249,8 @@ class LibraryRun:
             others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
             gone = [o for o in others if not Path(o).exists()]
             tags = [name for _, name, _ in self.index.tags_of(p.hash, self.model)]
-            previous = row.written if row is not None else []
-            origin = self.index.photo(gone[0]) if gone else None
-            if origin is not None:  # the keywords we wrote travel with the file
-                previous = origin.written
-            written, storage = self._write(path, tags, previous)
+            origin = self.index.photo(gone[0]) if gone else None  # the keywords we wrote travel with the file
+            written, storage = self._write(path, tags, origin if origin is not None else row)
             with self.index.transaction():
                 for old in gone:
                     self.index.delete_photo(old)
@@ -268,7 +268,7 @@ class LibraryRun:
             names = [t.name for t in tags]
             row = self.index.photo(str(p.path))
             try:
-                written, storage = self._write(p.path, names, row.written if row else [])
+                written, storage = self._write(p.path, names, row)
             except (ImageError, OSError) as err:
                 events.append(Event(p.path, "error", error=_one_line(err, p.path)))
                 continue

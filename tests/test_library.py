@@ -209,6 +209,10 @@ def test_sidecar_option_and_stem_naming(lib: dict) -> None:
     for p in lib["good"]:
         assert hashlib.sha256(p.read_bytes()).hexdigest() == digests[p]
         assert p.with_suffix(".xmp").is_file()
+    edited = lib["good"][0]  # new pixels, then an index-only run: the index must remember the sidecar
+    with Image.open(edited) as img:
+        img.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(edited, quality=90)
+    assert statuses(tag(lib, "--no-write"))["tagged"] == 1
     assert run_cli("untag", "--index", str(lib["index"]), str(lib["root"])).returncode == 0
     assert not list(lib["root"].rglob("*.xmp"))  # untag found the stem-named sidecars
 
