@@ -10,7 +10,7 @@ from typing import Any
 
 from . import __version__, store
 from .config import cache_dir, index_path, manifest, manifests, manifests_dir
-from .download import fetch_tag_files, human_bytes
+from .download import bundled_files, fetch_tag_files, human_bytes
 from .errors import UsageError
 
 Report = Callable[[str], None]
@@ -66,7 +66,7 @@ def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list
             tag_list = files["tag_list"]
             tag_list_zh = tag_list_zh or files.get("tag_list_zh")
             thresholds = thresholds or files.get("thresholds")
-            extra = {n: files[k] for k, n in (("notice", "NOTICE.txt"), ("license", "LICENSE")) if k in files}
+            extra = bundled_files(files)
     if tag_list is None:
         raise UsageError(f"{name!r} is not a known model, so its tag list is needed",
                          hint="pass --tag-list FILE (one tag per line, in the model's class order)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -18,12 +17,17 @@ from pathlib import Path
 
 from . import store
 from .config import Manifest, cache_dir, manifest
-from .errors import DownloadError, RamcliError
+from .errors import DownloadError, RamcliError, first_line
 from .hashing import sha256_file
 
 Report = Callable[[str], None]
-TAG_FILE_NAMES = {"tag_list": store.TAG_LIST, "tag_list_zh": store.TAG_LIST_ZH,
-                  "thresholds": store.THRESHOLDS, "notice": "NOTICE.txt", "license": "LICENSE"}
+# Fetched files that travel with a converted model unchanged, and their names there.
+BUNDLED = {"notice": "NOTICE.txt", "license": "LICENSE"}
+
+
+def bundled_files(files: dict[str, Path]) -> dict[str, Path]:
+    """The authors' NOTICE and LICENSE among the fetched tag files, by their name in the model folder."""
+    return {name: files[key] for key, name in BUNDLED.items() if key in files}
 
 
 def human_bytes(n: float) -> str:
@@ -87,8 +91,7 @@ def fetch_weights(m: Manifest, report: Report) -> Path:
         path = Path(hf_hub_download(repo_id=w["repo_id"], filename=w["filename"], revision=w.get("revision"),
                                     repo_type=w.get("repo_type", "model")))
     except Exception as exc:  # the hub raises many types: offline, HTTP, DNS, disk full
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DownloadError(f"cannot download {m.name} ({type(exc).__name__}: {first[:200]})",
+        raise DownloadError(f"cannot download {m.name} ({type(exc).__name__}: {first_line(exc)[:200]})",
                             hint=f"check the network, or download {w['filename']} elsewhere and run "
                                  f"`ramcli models import {w['filename']} --name {m.name}`") from None
     want = w.get("sha256")
@@ -117,13 +120,8 @@ def convert(m: Manifest, checkpoint: Path, files: dict[str, Path], report: Repor
         return import_clip_text(checkpoint, m.name, load_state_dict(checkpoint), source=source, report=report)
     from .convert.export import import_checkpoint
 
-    extra = {TAG_FILE_NAMES[k]: p for k, p in files.items() if k in {"notice", "license"}}
     return import_checkpoint(
         checkpoint, m.name, tag_list=files["tag_list"], tag_list_zh=files.get("tag_list_zh"),
-        thresholds=files.get("thresholds"), extra_files=extra, default_threshold=m.default_threshold,
+        thresholds=files.get("thresholds"), extra_files=bundled_files(files), default_threshold=m.default_threshold,
         image_size=m.preprocess.get("image_size"), source=source, report=report)
 
-
-def disk_free(path: Path) -> int:
-    path.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(path).free

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from .errors import RamcliError
+from .errors import RamcliError, first_line
 from .store import ENCODER, HEAD, InstalledModel
 
 _QUIET = 3  # errors only
@@ -50,7 +50,7 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
     try:
         session = ort.InferenceSession(path, so, providers=providers)
     except Exception as exc:
-        raise RamcliError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0]})",
+        raise RamcliError(f"onnxruntime cannot load the model ({first_line(exc)})",
                           path=path if isinstance(path, str) else None,
                           hint="convert it again with `ramcli models import` or `ramcli models pull`") from None
     finally:
@@ -101,8 +101,3 @@ class Engine:
     def head_per_image(self) -> bool:
         return self.provider == "CPU"
 
-
-def ort_info() -> dict[str, object]:
-    """For `ramcli doctor`: what onnxruntime offers (not necessarily what will load)."""
-    return {"onnxruntime": ort.__version__, "device": ort.get_device(),
-            "available_providers": ort.get_available_providers()}

@@ -9,6 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one line for a message: its first line, or its type when it says nothing."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def printable(path: str | Path) -> str:
     """A path as text that can always be printed: undecodable bytes in names become \\xNN."""
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

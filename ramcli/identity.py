@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 
 _CHUNK = 1 << 20
 # JPEG markers that stand alone, without a length field.
@@ -109,8 +109,7 @@ def _hash_pixels(path: Path) -> str:
     except FileNotFoundError:
         raise ImageError("file vanished before it could be read", path=path) from None
     except Exception as exc:  # any decoder failure is the file's problem, reported per file
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"cannot read image data ({msg})", path=path,
+        raise ImageError(f"cannot read image data ({first_line(exc)})", path=path,
                          hint="the file may be truncated, corrupt or not an image") from None
 
 

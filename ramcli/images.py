@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, first_line
 
 try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
     from pillow_heif import register_heif_opener
@@ -79,9 +79,13 @@ def read_photo(path: Path, *, orient: bool = True) -> Photo:
             "too many pixels (decompression bomb guard)"
         raise ImageError(reason, path=path, hint="skip it or convert it to JPEG/PNG") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageError(f"cannot decode image ({msg})", path=path,
-                         hint="the file may be truncated or corrupt") from None
+        raise decode_error(exc, path) from None
+
+
+def decode_error(exc: BaseException, path: Path) -> ImageError:
+    """Any decoder failure as this file's one-line error (decoders raise many exception types)."""
+    return ImageError(f"cannot decode image ({first_line(exc)})", path=path,
+                      hint="the file may be truncated or corrupt")
 
 
 def open_rgb(path: Path, *, orient: bool = True) -> Image.Image:

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from . import metadata
-from .errors import ImageError, RamcliError, printable
+from .errors import ImageError, RamcliError, first_line, printable
 from .identity import image_hash
-from .images import Preprocess, read_photo, to_input
+from .images import Preprocess, decode_error, read_photo, to_input
 from .index import ImageRecord, Index, PhotoRow
 from .scan import ScanProblem, iter_photos
 from .tagging import Selection, Tag, Tagger
@@ -109,9 +109,8 @@ def _prepare(path: Path) -> Prepared | ImageError:
                         photo.taken_at)
     except ImageError as err:
         return err
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return ImageError(f"cannot decode image ({msg})", path=path, hint="the file may be truncated or corrupt")
+    except Exception as exc:  # decoder trouble is this file's problem, not the run's
+        return decode_error(exc, path)
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -134,7 +133,6 @@ class LibraryRun:
         self.opts = opts
         self.model = tagger.engine.model.name
         self.counts: Counter[str] = Counter()
-        self.total = 0
         self.on_total: Callable[[int], None] = lambda _n: None
 
     # ---- classification
@@ -164,8 +162,7 @@ class LibraryRun:
 
     def events(self) -> Iterator[Event]:
         todo, early = self._classify()
-        self.total = len(todo) + len(early)
-        self.on_total(self.total)
+        self.on_total(len(todo) + len(early))
         run_id = self.index.start_run(self.model, [str(r) for r in self.roots])
         try:
             for ev in early:
@@ -298,7 +295,7 @@ class LibraryRun:
 def _one_line(err: Exception, path: Path) -> str:
     if isinstance(err, RamcliError):
         return str(err)
-    msg = getattr(err, "strerror", None) or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    msg = getattr(err, "strerror", None) or first_line(err)
     return str(RamcliError(msg, path=path))
 
 

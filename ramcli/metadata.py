@@ -39,6 +39,7 @@ import pyexiv2
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import ImageError
+from .errors import first_line as _first_line
 
 # Warnings are printed to stdout by exiv2 (that would corrupt --json output); errors still raise.
 pyexiv2.set_log_level(3)
@@ -516,8 +517,3 @@ def _guard(fn: Callable[[Path], T], path: Path) -> T:
         raise ImageError("file not found", path=path) from None
     except OSError as exc:
         raise ImageError(f"cannot read it ({exc.strerror})", path=path, hint="check its permissions") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

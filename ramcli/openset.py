@@ -109,10 +109,6 @@ def mean_embedding(rows: np.ndarray) -> np.ndarray:
     return (mean / np.linalg.norm(mean)).astype(np.float32)
 
 
-def label_embedding(name: str, embed: Embed, templates: tuple[str, ...] = TEMPLATES) -> np.ndarray:
-    """(512,) label embedding of ``name`` as an open-set tag."""
-    return mean_embedding(embed(prompts(name, templates)))
-
 
 def query_embedding(text: str, embed: Embed) -> np.ndarray:
     """(512,) embedding of a free-text search query (see QUERY_TEMPLATES)."""

@@ -19,7 +19,7 @@ from . import store
 from .config import default_model_name
 from .engine import Engine, EngineOptions
 from .errors import ImageError, ModelNotFound, printable
-from .images import Preprocess, load_input
+from .images import Preprocess, decode_error, load_input
 from .tagging import Selection, Tag, Tagger
 from .vocab import Vocabulary
 
@@ -64,8 +64,8 @@ def _decode(path: Path, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]] |
         return load_input(path, pre)
     except ImageError as err:
         return err
-    except Exception as err:
-        return ImageError(f"cannot decode image ({type(err).__name__}: {err})", path=path)
+    except Exception as err:  # a decoder bug must not end the run
+        return decode_error(err, path)
 
 
 def tag_photos(paths: Iterable[Path], tagger: Tagger, selection: Selection, *,

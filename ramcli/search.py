@@ -195,21 +195,19 @@ class Searcher:
                 break
         return out
 
-    def tag_scores(self, hashes: list[str], tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Per candidate: how many of ``tags`` it carries, and their mean stored score."""
+    def tag_hits(self, hashes: list[str], tags: list[str]) -> np.ndarray:
+        """Per candidate: how many of ``tags`` it carries."""
         hits = np.zeros(len(hashes), np.int32)
-        total = np.zeros(len(hashes), np.float64)
         if not tags or not hashes:
-            return hits, total
+            return hits
         pos = {h: i for i, h in enumerate(hashes)}
         marks = ",".join("?" * len(tags))
-        for h, score in self.index.db.execute(
-                f"select hash, score from image_tags where model = ? and tag in ({marks})", [self.model, *tags]):
+        for (h,) in self.index.db.execute(
+                f"select hash from image_tags where model = ? and tag in ({marks})", [self.model, *tags]):
             i = pos.get(h)
             if i is not None:
                 hits[i] += 1
-                total[i] += score
-        return hits, np.where(hits > 0, total / np.maximum(hits, 1), 0.0)
+        return hits
 
     def top_tags(self, hash_: str, k: int = 5) -> list[str]:
         return [name for _, name, _ in self.index.tags_of(hash_, self.model)[:k]]
@@ -235,7 +233,7 @@ class Searcher:
         cand = self.candidates(opts)
         if not cand.paths:
             return []
-        hits, _ = self.tag_scores(cand.hashes, tags)
+        hits = self.tag_hits(cand.hashes, tags)
         q = self.query_embedding(query)
         clip = cand.cls @ q
         first = np.lexsort((-clip, -hits))

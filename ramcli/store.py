@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import manifest, manifests, models_dir
+from .config import manifests, models_dir
 from .errors import ModelNotFound, RamcliError
 
 if TYPE_CHECKING:
@@ -169,10 +169,3 @@ def find_family(family: str, preferred: str) -> InstalledModel | None:
         return get(preferred)
     return next((m for m in installed() if m.meta.get("family") == family), None)
 
-
-def known_or_installed(name: str) -> bool:
-    try:
-        manifest(name)
-        return True
-    except ModelNotFound:
-        return is_installed(name)

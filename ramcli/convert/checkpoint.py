@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 from .ram import RamConfig, RamModel
 from .swin import SwinConfig
 from .tag_head import TagHeadConfig
@@ -45,14 +45,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore")  # protocol notices from the weights_only unpickler
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"not a readable PyTorch checkpoint ({first})", path=path,
+            f"not a readable PyTorch checkpoint ({first_line(exc)})", path=path,
             hint="the file may be truncated or not a model; download it again",
         ) from None
     except Exception as exc:  # weights_only refusal of foreign pickles, etc.
         raise CheckpointError(
-            f"refused to load ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            f"refused to load ({type(exc).__name__}: {first_line(exc)})",
             path=path, hint="only plain tensor checkpoints are loaded; use the official file",
         ) from None
     if isinstance(obj, Mapping):
