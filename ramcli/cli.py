@@ -12,20 +12,48 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from . import __version__
 from .errors import RamcliError, UsageError, printable
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+
+# Rich is imported on first use: `--json` and `--paths` runs (scripts, pipes) never pay its
+# ~100 ms import, which is a third of a tag-only search.
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def out() -> Console:
+    return _console(False)
+
+
+def err() -> Console:
+    return _console(True)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _table(**kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table(**kwargs)
 
 app = typer.Typer(
     name="ramcli", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
@@ -40,12 +68,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _fail(error: RamcliError) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(str(error))}")
+    err().print(f"[bold red]error:[/] {escape(str(error))}")
     raise typer.Exit(error.exit_code)
 
 
 def _say(msg: str) -> None:
-    err.print(f"[dim]{escape(msg)}[/]")
+    err().print(f"[dim]{escape(msg)}[/]")
 
 
 def _emit_json(obj: Any) -> None:
@@ -60,13 +88,13 @@ def _errors() -> Iterator[None]:
     except RamcliError as e:
         _fail(e)
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]")
+        err().print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
 
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"ramcli {__version__}")
+        typer.echo(f"ramcli {__version__}")  # not Rich: --version is what scripts time ramcli's start by
         raise typer.Exit()
 
 
@@ -82,9 +110,11 @@ def _root(
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
+
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err, transient=True,
-                    disable=not err.is_terminal)
+                    TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err(), transient=True,
+                    disable=not err().is_terminal)
 
 
 @app.command()
@@ -179,14 +209,14 @@ def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: 
                 if json_out:
                     _emit_json(ev.as_dict())
                 if ev.status == "error":
-                    err.print(f"[red]error:[/] {escape(ev.error or '')}")
+                    err().print(f"[red]error:[/] {escape(ev.error or '')}")
                 elif ev.status == "skipped":
-                    err.print(f"[yellow]skipped:[/] {escape(ev.error or '')}")
+                    err().print(f"[yellow]skipped:[/] {escape(ev.error or '')}")
                 elif verbose and not json_out:
                     extra = f" (from {ev.moved_from})" if ev.moved_from else ""
-                    out.print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
+                    out().print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted: what was done is saved; run the same command to go on[/]")
+        err().print("[yellow]interrupted: what was done is saved; run the same command to go on[/]")
         raise typer.Exit(130) from None
     finally:
         ix.close()
@@ -207,7 +237,7 @@ def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int
     photos: list[Path] = []
     for item in iter_photos(paths, exclude):
         if isinstance(item, ScanProblem) and item.skipped:
-            err.print(f"[yellow]skipped:[/] {escape(str(RamcliError(item.reason, path=item.path)))}")
+            err().print(f"[yellow]skipped:[/] {escape(str(RamcliError(item.reason, path=item.path)))}")
         elif isinstance(item, ScanProblem):
             failed += 1
             _report_error(str(RamcliError(item.reason, path=item.path)), item.path, model, json_out)
@@ -227,7 +257,7 @@ def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int
                 _emit_json(result.as_dict())
             else:
                 names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags)
-                out.print(f"[bold]{escape(printable(result.path))}[/]: {names or '[dim](none)[/]'}")
+                out().print(f"[bold]{escape(printable(result.path))}[/]: {names or '[dim](none)[/]'}")
     if not json_out:
         _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s (dry run: nothing written)")
     return failed
@@ -258,7 +288,7 @@ def untag(
                     _emit_json(ev.as_dict())
                 if ev.status == "error":
                     failed += 1
-                    err.print(f"[red]error:[/] {escape(ev.error or '')}")
+                    err().print(f"[red]error:[/] {escape(ev.error or '')}")
                 else:
                     done += 1
         finally:
@@ -270,7 +300,7 @@ def untag(
 
 
 def _report_error(message: str, path: Path, model: str, json_out: bool) -> None:
-    err.print(f"[red]error:[/] {escape(message)}")
+    err().print(f"[red]error:[/] {escape(message)}")
     if json_out:
         _emit_json({"path": str(path), "model": model, "error": message})
 
@@ -326,12 +356,12 @@ def search(
     elif paths_only:
         sys.stdout.write("".join(h.path + ("\0" if null else "\n") for h in hits))
     else:
-        table = Table(title=f"{len(hits)} photos", title_justify="left")
+        table = _table(title=f"{len(hits)} photos", title_justify="left")
         for col in ("#", "score", "via", "path", "tags"):
             table.add_column(col, overflow="fold")
         for rank, hit in enumerate(hits, 1):
             table.add_row(str(rank), f"{hit.score:.3f}", hit.via, escape(hit.path), escape(", ".join(hit.tags)))
-        out.print(table)
+        out().print(table)
     if open_first and hits:
         _open(hits[0].path)
     if not hits:
@@ -355,7 +385,7 @@ def _open(path: str) -> None:
     try:
         subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
-        err.print(f"[yellow]cannot open it: no {opener} here[/]")
+        err().print(f"[yellow]cannot open it: no {opener} here[/]")
 
 
 # ------------------------------------------------------------------------------------- models
@@ -373,14 +403,14 @@ def models_list(json_out: JsonOpt = False) -> None:
     if json_out:
         _emit_json(rows)
         return
-    table = Table(title="models", title_justify="left")
+    table = _table(title="models", title_justify="left")
     for col in ("name", "family", "installed", "size", "what it does"):
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" (default)" if r.get("default") else "")
         size = r.get("installed_size") or r.get("download_size") or ""
         table.add_row(name, r["family"], "yes" if r["installed"] else "no", size, r.get("title", ""))
-    out.print(table)
+    out().print(table)
 
 
 @models_app.command("pull")
@@ -432,7 +462,7 @@ def _done(m: Any, json_out: bool) -> None:
     else:
         worst = max((v for k, v in parity.items() if k.endswith("_max_abs")), default=float("nan"))
         what = f"{m.family}, {tags} tags" if tags else m.family
-        out.print(f"installed [bold]{m.name}[/] ({what}) in {m.path}; ONNX vs PyTorch max |difference| {worst:.2e}")
+        out().print(f"installed [bold]{m.name}[/] ({what}) in {m.path}; ONNX vs PyTorch max |difference| {worst:.2e}")
 
 
 @models_app.command("verify")
@@ -451,7 +481,7 @@ def models_verify(
     if json_out:
         _emit_json(result)
     else:
-        out.print(f"{name}: max |Δ image embeds| {result['image_embeds_max_abs']:.2e}, "
+        out().print(f"{name}: max |Δ image embeds| {result['image_embeds_max_abs']:.2e}, "
                   f"max |Δ logits| {result['logits_max_abs']:.2e}, max |Δ scores| {result['scores_max_abs']:.2e} "
                   f"on {result['images']} images: {'[green]ok[/]' if result['ok'] else '[red]MISMATCH[/]'}")
     if not result["ok"]:
@@ -471,7 +501,7 @@ def models_rm(name: Annotated[str, typer.Argument(help="An installed model.")], 
     if json_out:
         _emit_json({"removed": name, "path": str(path)})
     else:
-        out.print(f"removed {name} ({path})")
+        out().print(f"removed {name} ({path})")
 
 
 # ------------------------------------------------------------------------------------- doctor
@@ -490,10 +520,10 @@ def doctor(json_out: JsonOpt = False) -> None:
     if json_out:
         _emit_json(report)
         return
-    table = Table(show_header=False, box=None)
+    table = _table(show_header=False, box=None)
     for key, value in report.items():
         table.add_row(f"[bold]{key}[/]", escape(", ".join(map(str, value)) if isinstance(value, list) else str(value)))
-    out.print(table)
+    out().print(table)
 
 
 def main() -> None:

@@ -27,13 +27,14 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import RamcliError
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:
+    import numpy as np
+
+SCHEMA_VERSION = 3
 EMBED_DIM = 512
 
 
@@ -78,8 +79,26 @@ def _v2(db: Any) -> None:
                              pk=("encoder", "text"))
 
 
+def _v3(db: Any) -> None:
+    """A change counter for ``images``, kept by triggers, so derived files (the search matrix of
+    CLS embeddings) know exactly when they are stale: rowids alone are reused after a delete."""
+    db["counters"].create({"name": str, "value": int}, pk="name")
+    # Search joins photos to images for the capture date and the row of the CLS matrix. An images
+    # row is 2 KB (CLS) to 150 KB (tokens): this covering index keeps those reads off the table
+    # (100k photos: 0.97 -> 0.2 s).
+    db.execute("create index images_search on images (hash, model, taken_at)")
+    # Tag search reads (tag -> image, score) pairs only: covering, it skips the table (0.14 -> 0.09 s
+    # for a tag on 12k of 100k photos). It starts with tag, so the older index on tag alone goes.
+    db.execute("create index image_tags_search on image_tags (tag, model, hash, score)")
+    db.execute("drop index if exists idx_image_tags_tag")
+    db.execute("insert into counters (name, value) values ('images', 0)")
+    for event in ("insert", "update", "delete"):
+        db.execute(f"create trigger images_{event}_count after {event} on images begin "
+                   "update counters set value = value + 1 where name = 'images'; end")
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1, _v2]
+MIGRATIONS = [_v1, _v2, _v3]
 
 
 def _now() -> str:
@@ -148,14 +167,22 @@ class Index:
         return [(r["tag_index"], r["tag"], r["score"]) for r in rows]
 
     def cls_embedding(self, hash_: str, model: str) -> np.ndarray | None:
+        import numpy as np  # not at module level: a tag-only search never needs it
+
         rows = list(self.db.query("select cls from images where hash = ? and model = ?", [hash_, model]))
         return np.frombuffer(rows[0]["cls"], dtype=np.float32) if rows else None
 
     def tokens(self, hash_: str, model: str) -> np.ndarray | None:
+        import numpy as np  # not at module level: a tag-only search never needs it
+
         rows = list(self.db.query("select tokens from images where hash = ? and model = ?", [hash_, model]))
         if not rows or rows[0]["tokens"] is None:
             return None
         return np.frombuffer(rows[0]["tokens"], dtype=np.float16).reshape(-1, EMBED_DIM)
+
+    def images_generation(self) -> int:
+        """Bumped by every change to ``images`` (schema v3 triggers)."""
+        return int(self.db.execute("select value from counters where name = 'images'").fetchone()[0])
 
     def count(self, table: str) -> int:
         return int(self.db.execute(f"select count(*) from [{table}]").fetchone()[0])
@@ -166,12 +193,16 @@ class Index:
             "select model, count(*) from photos group by model order by count(*) desc")]
 
     def cached_query(self, encoder: str, text: str) -> np.ndarray | None:
+        import numpy as np  # not at module level: a tag-only search never needs it
+
         row = self.db.execute("select embedding from query_cache where encoder = ? and text = ?",
                               [encoder, text]).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
     def cache_query(self, encoder: str, text: str, embedding: np.ndarray) -> None:
         """Best effort: a read-only index or a busy writer just means no cache."""
+        import numpy as np  # not at module level: a tag-only search never needs it
+
         with contextlib.suppress(sqlite3.OperationalError):
             self.db.execute("insert or replace into query_cache (encoder, text, embedding, created_at) "
                             "values (?, ?, ?, ?)",
@@ -191,6 +222,8 @@ class Index:
         self.db.execute("commit")
 
     def put_image(self, rec: ImageRecord) -> None:
+        import numpy as np  # not at module level: a tag-only search never needs it
+
         tokens = None if rec.tokens is None else np.ascontiguousarray(rec.tokens, dtype=np.float16).tobytes()
         self.db.execute(
             "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "

@@ -22,11 +22,15 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import RamcliError
-from .index import EMBED_DIM, Index
+from .index import Index
+
+if TYPE_CHECKING:  # numpy is imported where it is used: a tag-only search runs without it
+    import numpy as np
+
+    from .clsmatrix import ClsMatrix
 
 _WORDS = re.compile(r"[\w'&+-]+")
 MAX_NGRAM = 5
@@ -112,12 +116,25 @@ def _has_cjk(text: str) -> bool:
 
 @dataclass
 class Candidates:
-    """The filtered photos, as parallel arrays."""
+    """The images a search may return, as rows of the model's CLS matrix. Paths are fetched only
+    for the images that make it into the answer: at 100k photos, reading every path costs more
+    than the whole ranking."""
 
-    paths: list[str]
-    hashes: list[str]
-    taken: list[str | None]
-    cls: np.ndarray  # (N, 512) float32, L2-normalised
+    matrix: ClsMatrix  # every image of the model
+    allowed: np.ndarray | None  # (N,) bool: rows with a photo that passes the filters; None: all rows
+
+    def cosine(self, q: np.ndarray) -> np.ndarray:
+        """Cosine of every row's CLS with the unit vector ``q`` (one gemv)."""
+        import numpy as np
+
+        return self.matrix.vectors @ np.asarray(q, dtype=np.float32)
+
+    def order(self, *keys: np.ndarray) -> np.ndarray:
+        """Allowed rows sorted by ``keys`` (np.lexsort order: last key first)."""
+        import numpy as np
+
+        ranked = np.lexsort(keys)
+        return ranked if self.allowed is None else ranked[self.allowed[ranked]]
 
 
 class Searcher:
@@ -164,49 +181,63 @@ class Searcher:
         return " ".join(sql), args
 
     def candidates(self, opts: SearchOptions) -> Candidates:
-        """The photos passing the filters, with their CLS embeddings."""
+        """The model's CLS matrix and, when filters are given, which rows pass them."""
+        import numpy as np
+
+        from . import clsmatrix
+
+        matrix = clsmatrix.load(self.index, self.model)
         where, args = self._filters(opts)
-        rows = self.index.db.execute(
-            "select p.path, p.hash, i.taken_at, i.cls from photos p join images i "
-            f"on i.hash = p.hash and i.model = p.model where p.model = ? {where} order by p.path",
-            [self.model, *args]).fetchall()
-        cls = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32).reshape(len(rows), EMBED_DIM) \
-            if rows else np.zeros((0, EMBED_DIM), np.float32)
-        norms = np.linalg.norm(cls, axis=1, keepdims=True)
-        return Candidates([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                          cls / np.where(norms == 0, 1, norms))
+        if not where:  # every image; one that no photo points at any more is dropped by _photos
+            return Candidates(matrix, None)
+        rowids = [r[0] for r in self.index.db.execute(
+            "select distinct i.rowid from photos p join images i on i.hash = p.hash and i.model = p.model "
+            f"where p.model = ? {where}", [self.model, *args])]
+        allowed = np.zeros(len(matrix.rowids), bool)
+        allowed[matrix.positions(rowids)] = True
+        return Candidates(matrix, allowed)
+
+    def _photos(self, rowids: list[int], opts: SearchOptions) -> dict[int, list[tuple[str, str, str | None]]]:
+        """(path, hash, taken_at) of the photos of these images that pass the filters, by path."""
+        where, args = self._filters(opts)
+        found: dict[int, list[tuple[str, str, str | None]]] = {}
+        for start in range(0, len(rowids), 500):  # SQLite's parameter limit
+            chunk = rowids[start:start + 500]
+            for rowid, path, hash_, taken in self.index.db.execute(
+                    "select i.rowid, p.path, p.hash, i.taken_at from images i join photos p "
+                    f"on p.hash = i.hash and p.model = i.model where i.rowid in ({','.join('?' * len(chunk))}) "
+                    f"and p.model = ? {where} order by p.path", [*chunk, self.model, *args]):
+                found.setdefault(rowid, []).append((path, hash_, taken))
+        return found
 
     def tag_search(self, tags: list[str], opts: SearchOptions) -> list[Hit]:
-        """Photos carrying any of ``tags``: more hits first, then the mean stored score. Pure SQL."""
+        """Photos carrying any of ``tags``: more hits first, then the mean stored score. Pure SQL,
+        on covering indexes only (schema v3), so the blobs in ``images`` are never read."""
         where, args = self._filters(opts)
         marks = ",".join("?" * len(tags))
+        having = "having score >= ?" if opts.min_score is not None else ""
         rows = self.index.db.execute(
             "select p.path, p.hash, i.taken_at, count(*) as hits, avg(t.score) as score from photos p "
-            "join images i on i.hash = p.hash and i.model = p.model "
-            f"join image_tags t on t.hash = p.hash and t.model = p.model and t.tag in ({marks}) "
-            f"where p.model = ? {where} group by p.path order by hits desc, score desc, p.path",
-            [*tags, self.model, *args]).fetchall()
-        out = []
-        for path, hash_, taken, hits, score in rows:
-            if opts.min_score is not None and score < opts.min_score:
-                continue
-            out.append(Hit(path, float(score), "tag", int(hits), None, taken, self.top_tags(hash_)))
-            if len(out) >= opts.limit:
-                break
-        return out
+            "join images i indexed by images_search on i.hash = p.hash and i.model = p.model "
+            "join image_tags t indexed by image_tags_search on t.hash = p.hash and t.model = p.model "
+            f"and t.tag in ({marks}) where p.model = ? {where} group by p.path {having} "
+            "order by hits desc, score desc, p.path limit ?",
+            [*tags, self.model, *args, *([opts.min_score] if having else []), opts.limit]).fetchall()
+        return [Hit(path, float(score), "tag", int(hits), None, taken, self.top_tags(hash_))
+                for path, hash_, taken, hits, score in rows]
 
-    def tag_hits(self, hashes: list[str], tags: list[str]) -> np.ndarray:
-        """Per candidate: how many of ``tags`` it carries."""
-        hits = np.zeros(len(hashes), np.int32)
-        if not tags or not hashes:
+    def tag_hits(self, matrix: ClsMatrix, tags: list[str]) -> np.ndarray:
+        """Per row of ``matrix``: how many of ``tags`` the image carries."""
+        import numpy as np
+
+        hits = np.zeros(len(matrix.rowids), np.int32)
+        if not tags or not len(hits):
             return hits
-        pos = {h: i for i, h in enumerate(hashes)}
-        marks = ",".join("?" * len(tags))
-        for (h,) in self.index.db.execute(
-                f"select hash from image_tags where model = ? and tag in ({marks})", [self.model, *tags]):
-            i = pos.get(h)
-            if i is not None:
-                hits[i] += 1
+        rowids = [r[0] for r in self.index.db.execute(
+            "select i.rowid from image_tags t indexed by image_tags_search "
+            "join images i indexed by images_search on i.hash = t.hash and i.model = t.model "
+            f"where t.model = ? and t.tag in ({','.join('?' * len(tags))})", [self.model, *tags])]
+        np.add.at(hits, matrix.positions(rowids), 1)
         return hits
 
     def top_tags(self, hash_: str, k: int = 5) -> list[str]:
@@ -230,55 +261,66 @@ class Searcher:
         tags, open_words = self.vocab.match(query)
         if tags and not open_words:  # a query of tag names only: no text encoder, no embeddings
             return self.tag_search(tags, opts)
+        import numpy as np
+
         cand = self.candidates(opts)
-        if not cand.paths:
+        if not len(cand.matrix.rowids):
             return []
-        hits = self.tag_hits(cand.hashes, tags)
+        hits = self.tag_hits(cand.matrix, tags)
         q = self.query_embedding(query)
-        clip = cand.cls @ q
-        first = np.lexsort((-clip, -hits))
-        rescored = self._rerank(cand, [int(i) for i in first[: opts.rerank]], q)
+        clip = cand.cosine(q)
+        first = cand.order(-clip, -hits)
+        rescored = self._rerank(cand.matrix, [int(i) for i in first[: opts.rerank]], q)
         score = clip.astype(np.float64)
         reranked = np.zeros(len(clip), bool)
         for i, r in rescored.items():
             score[i], reranked[i] = r, True
-        ranked = np.lexsort((-score, ~reranked, -hits))  # hits, then re-ranked first, then score
-        via = ["rerank" if reranked[i] else "clip" for i in ranked]
-        return self._finish(cand, [int(i) for i in ranked], [float(score[i]) for i in ranked], via, hits, clip,
-                            opts)
+        ranked = cand.order(-score, ~reranked, -hits)  # hits, then re-ranked first, then score
+        return self._finish(cand.matrix, ranked, score, np.where(reranked, "rerank", "clip"), hits, clip, opts)
 
-    def _rerank(self, cand: Candidates, idx: list[int], q: np.ndarray) -> dict[int, float]:
-        if self._tag_head is None:
+    def _rerank(self, matrix: ClsMatrix, rows: list[int], q: np.ndarray) -> dict[int, float]:
+        import numpy as np
+
+        if self._tag_head is None or not rows:
             return {}
-        usable = [(i, t) for i in idx if (t := self.index.tokens(cand.hashes[i], self.model)) is not None]
+        found = {rowid: tokens for rowid, tokens in self.index.db.execute(
+            f"select rowid, tokens from images where rowid in ({','.join('?' * len(rows))}) and tokens is not null",
+            [int(matrix.rowids[i]) for i in rows])}
+        usable = [(i, found[int(matrix.rowids[i])]) for i in rows if int(matrix.rowids[i]) in found]
         if not usable:
             return {}
-        tokens = np.stack([t for _, t in usable]).astype(np.float32)
+        tokens = np.stack([np.frombuffer(t, np.float16).reshape(-1, q.shape[0]) for _, t in usable]).astype(np.float32)
         labels = np.broadcast_to(q[None, None, :], (len(usable), 1, q.shape[0])).astype(np.float32)
         logits = self._tag_head()(tokens, labels)[:, 0].astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-logits))
         return {i: float(s) for (i, _), s in zip(usable, scores, strict=True)}
 
     def like(self, cls: np.ndarray, opts: SearchOptions) -> list[Hit]:
-        cand = self.candidates(opts)
-        if not cand.paths:
-            return []
-        q = cls / np.linalg.norm(cls)
-        sims = cand.cls @ q
-        order = list(np.argsort(-sims, kind="stable"))
-        return self._finish(cand, order, [float(sims[i]) for i in order], ["like"] * len(order),
-                            np.zeros(len(cand.paths), np.int32), sims, opts)
+        import numpy as np
 
-    def _finish(self, cand: Candidates, order: list[int], scores: list[float], via: list[str], hits: np.ndarray,
-                clip: np.ndarray | None, opts: SearchOptions) -> list[Hit]:
+        cand = self.candidates(opts)
+        if not len(cand.matrix.rowids):
+            return []
+        sims = cand.cosine(cls / np.linalg.norm(cls))
+        return self._finish(cand.matrix, cand.order(-sims), sims.astype(np.float64),
+                            np.full(len(sims), "like"), np.zeros(len(sims), np.int32), sims, opts)
+
+    def _finish(self, matrix: ClsMatrix, ranked: np.ndarray, score: np.ndarray, via: np.ndarray, hits: np.ndarray,
+                clip: np.ndarray, opts: SearchOptions) -> list[Hit]:
+        """Walk the ranked images, a page at a time, turning each into its photos until ``limit``."""
         out: list[Hit] = []
-        for i, score, how in zip(order, scores, via, strict=True):
-            if opts.min_score is not None and score < opts.min_score and not hits[i]:
-                continue
-            out.append(Hit(cand.paths[i], score, how, int(hits[i]), None if clip is None else float(clip[i]),
-                           cand.taken[i], self.top_tags(cand.hashes[i])))
-            if len(out) >= opts.limit:
-                break
+        page = max(opts.limit, 50)
+        for start in range(0, len(ranked), page):
+            rows = [int(i) for i in ranked[start:start + page]]
+            photos = self._photos([int(matrix.rowids[i]) for i in rows], opts)
+            for i in rows:
+                if opts.min_score is not None and score[i] < opts.min_score and not hits[i]:
+                    continue
+                for path, hash_, taken in photos.get(int(matrix.rowids[i]), []):
+                    out.append(Hit(path, float(score[i]), str(via[i]), int(hits[i]), float(clip[i]), taken,
+                                   self.top_tags(hash_)))
+                    if len(out) >= opts.limit:
+                        return out
         return out
 
 
@@ -317,17 +359,20 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
 
     @cache  # onnxruntime is imported only when a query needs a model
     def text_embed() -> Callable[[list[str]], np.ndarray]:
+        from .engine import EngineOptions
         from .textenc import TextEncoder
 
         assert encoder is not None
-        return TextEncoder(encoder)
+        return TextEncoder(encoder, EngineOptions(device="cpu"))  # one short text: CPU (as the head)
 
     @cache
     def tag_head() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         from .engine import EngineOptions, _session
 
         assert ram is not None
-        session = _session(str(ram.path / store.HEAD), EngineOptions())  # the head only, no image encoder
+        # The head only, no image encoder; on the CPU: 100 photos x 1 tag is too little work to
+        # pay for starting CUDA.
+        session = _session(str(ram.path / store.HEAD), EngineOptions(device="cpu"))
         return lambda tokens, labels: session.run(None, {"image_embeds": tokens, "tag_embeds": labels})[0]
 
     return Searcher(index, name, vocab, encoder_name=encoder.name if encoder else None,

@@ -30,5 +30,7 @@ class TextEncoder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         ids = self.tokenizer(texts)
+        if self.model.meta.get("variable_length"):  # exact: causal attention, read at end-of-text
+            ids = ids[:, : max(1, int((ids != 0).sum(axis=1).max(initial=1)))]
         parts = [self.session.run(None, {"ids": ids[i:i + BATCH]})[0] for i in range(0, len(ids), BATCH)]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 512), np.float32)

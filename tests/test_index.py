@@ -115,3 +115,76 @@ def test_prune_images_drops_orphans_only(tmp_path: Path) -> None:
         assert ix.prune_images() == 1
     assert ix.has_image("keep", "m") and not ix.has_image("orphan", "m")
     assert ix.count("image_tags") == 1
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def test_cls_matrix_follows_every_change(tmp_path: Path) -> None:
+    """The cached matrix is rebuilt after any write to images, including the rowid reuse SQLite
+    does after the last row is deleted (the case a (count, max rowid) key would miss)."""
+    from ramcli import clsmatrix
+
+    ix = open_index(tmp_path / "i.db", writer=True)
+    rng = np.random.default_rng(0)
+
+    def put(hash_: str) -> np.ndarray:
+        rec = _record(hash_, [(1, "a", 0.9)])
+        cls = rng.normal(size=512).astype(np.float32)
+        with ix.transaction():
+            ix.put_image(ImageRecord(rec.hash, rec.model, 1, 1, None, cls, None, rec.tags))
+        return cls
+
+    first, second = put("h1"), put("h2")
+    m = clsmatrix.load(ix, "m")
+    np.testing.assert_allclose(m.vectors, [_unit(first), _unit(second)], atol=1e-6)
+    assert len(list(clsmatrix.cache_dir(ix).glob("*.npy"))) == 2
+    again = clsmatrix.load(ix, "m")  # from the cache file, memory-mapped
+    assert isinstance(again.vectors, np.memmap)
+    np.testing.assert_array_equal(again.vectors, m.vectors)
+
+    with ix.transaction():
+        ix.db.execute("delete from images where hash = 'h2'")
+    replaced = put("h3")  # SQLite hands out h2's rowid again: same count, same max rowid
+    rowids = [r[0] for r in ix.db.execute("select rowid from images order by rowid")]
+    assert rowids == list(m.rowids)
+    m3 = clsmatrix.load(ix, "m")
+    np.testing.assert_allclose(m3.vectors[1], _unit(replaced), atol=1e-6)
+    assert len(list(clsmatrix.cache_dir(ix).glob("*.npy"))) == 2  # the stale generation was removed
+    np.testing.assert_array_equal(m3.positions([rowids[1]]), [1])
+    assert clsmatrix.load(ix, "other").vectors.shape == (0, 512)
+
+
+def test_cls_matrix_without_a_writable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ramcli import clsmatrix
+
+    ix = open_index(tmp_path / "i.db", writer=True)
+    with ix.transaction():
+        ix.put_image(_record("h1", [(1, "a", 0.9)]))
+    monkeypatch.setattr(clsmatrix, "cache_dir", lambda _ix: tmp_path / "missing" / "deeper")
+    m = clsmatrix.load(ix, "m")  # cannot cache (the folder cannot be made): built in memory
+    np.testing.assert_allclose(m.vectors[0], _unit(np.arange(512, dtype=np.float32)), atol=1e-6)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_v2_index_migrates_and_keeps_its_data(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from ramcli.index import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    utils = sqlite_utils.Database(path)
+    for step in MIGRATIONS[:2]:
+        step(utils)
+    utils.execute("pragma user_version = 2")
+    utils.execute("insert into images (hash, model, cls) values ('h0', 'm', ?)",
+                  [np.ones(512, np.float32).tobytes()])
+    utils.conn.commit()
+    utils.close()
+    ix = open_index(path, writer=True)
+    assert schema_version(ix.db) == SCHEMA_VERSION and ix.has_image("h0", "m")
+    before = ix.images_generation()
+    with ix.transaction():
+        ix.put_image(_record("h1", []))
+    assert ix.images_generation() > before

@@ -220,3 +220,14 @@ def test_search_imports_no_torch(indexed: dict) -> None:
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "ramcli.search" in imported
     assert not {m for m in imported if m.split(".")[0] in {"torch", "open_clip", "torchvision"}}
+
+
+def test_tag_only_search_needs_neither_numpy_nor_rich(indexed: dict) -> None:
+    """The start-up budget of a tag-name search (0.3 s) has no room for numpy's or Rich's import."""
+    tag = sqlite3.connect(indexed["index"]).execute("select tag from image_tags limit 1").fetchone()[0]
+    result = run_cli("search", tag, "--index", str(indexed["index"]), "--json",
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[0])["via"] == "tag"
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "ramcli.search" in imported
+    assert not {m for m in imported if m.split(".")[0] in {"numpy", "rich", "pydantic", "onnxruntime"}}

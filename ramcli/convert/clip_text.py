@@ -2,7 +2,7 @@
 
 RAM++ was trained so that its image CLS embedding and its tag label embeddings live in CLIP
 ViT-B/16 text space; the same encoder embeds search queries and custom tags. Only the text tower
-is exported: token ids (B, 77) int64 -> L2-normalised embeddings (B, 512). The BPE vocabulary is
+is exported: token ids (B, <=77) int64 -> L2-normalised embeddings (B, 512). The BPE vocabulary is
 copied from the open_clip wheel into the model folder so the runtime needs neither torch nor
 open_clip (``ramcli.clip_tokenizer``).
 
@@ -59,13 +59,42 @@ def build_text_model(state: Mapping[str, torch.Tensor], *, source: Path | None =
     return model.eval()
 
 
+def _attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``nn.MultiheadAttention`` (batch first, self-attention) with no fixed sizes in its reshapes:
+    the exporter bakes the traced sequence length into the module's own."""
+    b, n, d = x.shape
+    heads = attn.num_heads
+    q, k, v = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.reshape(b, n, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+    weights = (q * (d // heads) ** -0.5) @ k.transpose(-1, -2) + mask
+    out = (weights.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, d)
+    return attn.out_proj(out)
+
+
 class TextEncoder(nn.Module):
+    """open_clip's ``encode_text(normalize=True)``, but for any sequence length up to 77.
+
+    The attention is causal and the embedding is read at end-of-text, so the zero padding after
+    it changes nothing: the runtime cuts the ids after the last end-of-text of the batch (a query
+    is ~10 tokens, not 77; 6x less work). open_clip adds all 77 position embeddings, which would
+    fix the length when traced; here they are sliced to the input's length.
+    """
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(ids, normalize=True)
+        m = self.model
+        n = ids.shape[1]
+        x = m.token_embedding(ids) + m.positional_embedding[:n]
+        mask = m.attn_mask[:n, :n]
+        for block in m.transformer.resblocks:  # open_clip's blocks, with the attention written out
+            x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ m.text_projection  # end-of-text: the largest id
+        return torch.nn.functional.normalize(x, dim=-1)
 
 
 def bpe_source() -> Path:
@@ -90,18 +119,20 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         t0 = time.perf_counter()
         ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
         export_graph(TextEncoder(model), (ids,), staging / ENCODER, ["ids"], "text_embeds",
-                     {"ids": {0: "batch"}, "text_embeds": {0: "batch"}})
+                     {"ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, external_data=True)
         with torch.no_grad():
-            ref = TextEncoder(model)(ids).numpy()
+            ref = model.encode_text(ids, normalize=True).numpy()  # open_clip's own, all 77 positions
         shutil.copyfile(bpe_source(), staging / BPE)
         session = ort.InferenceSession(str(staging / ENCODER), providers=["CPUExecutionProvider"])
         got = session.run(None, {"ids": ids.numpy()})[0]
-        diff = float(np.abs(got - ref).max())
+        cut = int((ids.numpy() != 0).sum(axis=1).max())  # what the runtime feeds: ids up to end-of-text
+        diff = max(float(np.abs(got - ref).max()),
+                   float(np.abs(session.run(None, {"ids": ids.numpy()[:, :cut]})[0] - ref).max()))
         if diff > 1e-3:
             raise RamcliError(f"ONNX export does not reproduce PyTorch (max difference {diff:.2e})", path=checkpoint)
         meta = {
             "name": name, "family": "clip_text", "open_clip_model": OPEN_CLIP_MODEL, "quick_gelu": True,
-            "context_length": int(ids.shape[1]), "embed_dim": int(ref.shape[1]),
+            "context_length": int(ids.shape[1]), "variable_length": True, "embed_dim": int(ref.shape[1]),
             "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
                        "bytes": checkpoint.stat().st_size, **(source or {})},
             "converted_by": f"ramcli {__version__}, torch {torch.__version__}, open_clip {open_clip.__version__}",
