@@ -168,7 +168,9 @@ def tag(
     selection = Selection(threshold=threshold, top_k=top_k)
     with _errors():
         installed = resolve_model(model, download=not no_download, report=_say)
-        tagger = open_tagger(installed, EngineOptions(device=device, threads=threads))
+        from .config import index_path
+
+        tagger = open_tagger(installed, EngineOptions(device=device, threads=threads), index or index_path())
         _say(f"model {installed.name} on {tagger.engine.provider}")
         if dry_run:
             failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out)
@@ -386,6 +388,291 @@ def _open(path: str) -> None:
         subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         err().print(f"[yellow]cannot open it: no {opener} here[/]")
+
+
+# --------------------------------------------------------------------------------- custom tags
+
+tags_app = typer.Typer(no_args_is_help=True, help="Your own tags next to the built-in ones: list, show, change, "
+                                                  "switch off, share.\n\nExample: `ramcli tags list --custom`")
+app.add_typer(tags_app, name="tags")
+IndexOpt = Annotated[Path | None, typer.Option("--index", envvar="RAMCLI_INDEX", help="Index file.")]
+NoWriteOpt = Annotated[bool, typer.Option("--no-write", help="Update the index only; `ramcli tags apply` "
+                                                             "writes the files later.")]
+
+
+@contextmanager
+def _tag_index(index: Path | None, *, writer: bool = True) -> Iterator[Any]:
+    from .config import index_path
+    from .index import open_index
+
+    path = index or index_path()
+    if not path.is_file():
+        raise RamcliError("there is no index yet", path=path, hint="run `ramcli tag ~/Photos` first")
+    ix = open_index(path, writer=writer)
+    try:
+        yield ix
+    finally:
+        ix.close()
+
+
+def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json_out: bool,
+           removed_builtin: list[str] | None = None) -> int:
+    """Re-score ``changed`` tags over the whole library, with a progress bar; returns the error count."""
+    from .rescore import Rescore, RescoreOptions
+
+    run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
+    start = time.perf_counter()
+    try:
+        with _progress() as bar:
+            task = bar.add_task("re-scoring", total=None, rate="")
+            run.on_total = lambda n: bar.update(task, total=n)
+
+            def tick() -> None:
+                n = bar.tasks[0].completed + 1
+                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.0f} images/s")
+
+            run.on_image = tick
+            for ev in run.events():
+                if json_out:
+                    _emit_json(ev.as_dict())
+                if ev.status == "error":
+                    err().print(f"[red]error:[/] {escape(ev.error or '')}")
+    except KeyboardInterrupt:
+        err().print("[yellow]interrupted: run `ramcli tags apply` to finish[/]")
+        raise typer.Exit(130) from None
+    c = run.counts
+    _say(f"{c.get('scored', 0)} images re-scored ({c.get('reencoded', 0)} re-encoded: indexed without tokens), "
+         f"{c.get('updated', 0)} photos' keywords changed, {c.get('error', 0)} errors "
+         f"in {time.perf_counter() - start:.1f} s")
+    return c.get("error", 0)
+
+
+@app.command("add-tag")
+def add_tag(
+    name: Annotated[str | None, typer.Argument(help="The tag, e.g. \"black-capped chickadee\".")] = None,
+    description: Annotated[list[str] | None, typer.Option(
+        "--description", "-d", help="What it looks like (repeatable); one embedding each, weighted per photo "
+                                    "as RAM++ does for its own tags.")] = None,
+    descriptions_file: Annotated[Path | None, typer.Option(
+        "--descriptions-file", help="Descriptions: text (one per line) or the authors' JSON "
+                                    "[{tag: [descriptions]}], which adds all its tags when NAME is left out.")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0,
+                                                    help="Fires above this score (default 0.5).")] = None,
+    zh: Annotated[str | None, typer.Option("--zh", help="Chinese name.")] = None,
+    parent: Annotated[str | None, typer.Option("--parent", help="A broader tag it belongs under.")] = None,
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add your own tag and apply it to every indexed photo, from stored embeddings (no re-encoding).
+
+    Example: `ramcli add-tag "grandma's garden" -d "a cottage garden with roses and a wooden bench"`
+
+    Without descriptions the tag's embedding comes from CLIP prompt templates. Again with the same
+    NAME: the tag is redefined. Photos tagged later get it too.
+    """
+    from . import tagops
+
+    with _errors(), _tag_index(index) as ix:
+        wanted = tagops.specs(name, description or [], descriptions_file, threshold, zh, parent)
+        tags = tagops.define(ix, wanted, _say)
+        if json_out:
+            for t in tags:
+                _emit_json({"added": t.as_dict()})
+        failed = _apply(ix, tags, [], no_write, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("list")
+def tags_list(
+    custom_only: Annotated[bool, typer.Option("--custom", help="Only your own tags.")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Whose built-in tags.")] = None,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Tags: yours and the model's, with thresholds and how many photos carry each.
+
+    Example: `ramcli tags list --custom`
+    """
+    from . import tagops
+
+    with _errors(), _tag_index(index, writer=False) as ix:
+        rows = tagops.listing(ix, None if custom_only else tagops.main_model(ix, model), custom_only=custom_only)
+    if json_out:
+        for r in rows:
+            _emit_json(r)
+        return
+    table = _table(title=f"{len(rows)} tags", title_justify="left")
+    for col in ("name", "中文", "source", "threshold", "photos", "state"):
+        table.add_column(col)
+    for r in rows:
+        state = r.get("state") or ("pending" if r.get("pending") else "on")
+        table.add_row(escape(r["name"]), escape(r.get("name_zh") or ""), r["source"], f"{r['threshold']:.2f}",
+                      str(r["photos"]), state)
+    out().print(table)
+
+
+@tags_app.command("show")
+def tags_show(
+    name: Annotated[str, typer.Argument(help="Tag name.")],
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One tag: threshold, descriptions, how many photos carry it.
+
+    Example: `ramcli tags show "grandma's garden"`
+    """
+    from . import custom, tagops
+
+    with _errors(), _tag_index(index, writer=False) as ix:
+        model = None if custom.get(ix, name) else tagops.main_model(ix)
+        row = tagops.show(ix, name, model)
+    if json_out:
+        _emit_json(row)
+        return
+    table = _table(show_header=False, box=None)
+    for k, v in row.items():
+        table.add_row(k, escape("\n".join(v) if isinstance(v, list) else str(v)))
+    out().print(table)
+
+
+@tags_app.command("set")
+def tags_set(
+    name: Annotated[str, typer.Argument(help="Your tag's name.")],
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="New threshold.")],
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a custom tag's threshold and apply it to every photo.
+
+    Example: `ramcli tags set "grandma's garden" --threshold 0.6`
+    """
+    from . import custom
+
+    with _errors(), _tag_index(index) as ix:
+        failed = _apply(ix, [custom.set_threshold(ix, name, threshold)], [], no_write, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("remove")
+def tags_remove(
+    name: Annotated[str, typer.Argument(help="Your tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove a custom tag: from the vocabulary, the index and the photos' keywords.
+
+    Example: `ramcli tags remove "grandma's garden"`
+    """
+    from . import custom
+
+    with _errors(), _tag_index(index) as ix:
+        failed = _apply(ix, [], [custom.remove(ix, name).tag_index], no_write, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("disable")
+def tags_disable(
+    name: Annotated[str, typer.Argument(help="A built-in tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Switch a built-in tag off: it is no longer given, and leaves the photos that carry it.
+
+    Example: `ramcli tags disable "selfie"`   (undo: `ramcli tags enable selfie`)
+    """
+    from . import custom, tagops
+
+    with _errors(), _tag_index(index) as ix:
+        tagops.builtin_as_custom(tagops.main_model(ix), name)  # a name the model has
+        custom.set_disabled(ix, name, True)
+        failed = _apply(ix, [], [], no_write, json_out, removed_builtin=[name])
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("enable")
+def tags_enable(
+    name: Annotated[str, typer.Argument(help="A disabled built-in tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Switch a disabled built-in tag back on, re-scoring it from the stored embeddings.
+
+    Example: `ramcli tags enable selfie`
+    """
+    from . import custom, tagops
+
+    with _errors(), _tag_index(index) as ix:
+        tag = tagops.builtin_as_custom(tagops.main_model(ix), name)
+        custom.set_disabled(ix, name, False)
+        failed = _apply(ix, [tag], [], no_write, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("apply")
+def tags_apply(
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Finish pending work: tags added with --no-write or interrupted, keywords not yet in the files.
+
+    Example: `ramcli tags apply`
+    """
+    from . import tagops
+
+    with _errors(), _tag_index(index) as ix:
+        todo = tagops.pending(ix)
+        _say(f"{len(todo)} pending tags, {len(tagops.orphans(ix))} removed ones to clean up")
+        failed = _apply(ix, todo, tagops.orphans(ix), no_write, json_out)
+    if failed:
+        raise typer.Exit(1)
+
+
+@tags_app.command("export")
+def tags_export(
+    file: Annotated[Path, typer.Argument(help="JSON file to write.")],
+    index: IndexOpt = None,
+) -> None:
+    """Write your tags (with their embeddings) and disabled built-ins to a file, to share or keep.
+
+    Example: `ramcli tags export birds.json`
+    """
+    from . import custom
+
+    with _errors(), _tag_index(index, writer=False) as ix:
+        n = custom.export_vocabulary(ix, file)
+    _say(f"{n} tags written to {file}")
+
+
+@tags_app.command("import")
+def tags_import(
+    file: Annotated[Path, typer.Argument(help="A file from `ramcli tags export`.")],
+    no_write: NoWriteOpt = False,
+    index: IndexOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add the tags of an exported vocabulary and apply them to every photo.
+
+    Example: `ramcli tags import birds.json`
+    """
+    from . import custom, tagops
+
+    with _errors(), _tag_index(index) as ix:
+        tags = tagops.import_vocabulary(ix, file, _say)
+        off = sorted(custom.disabled(ix))
+        failed = _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
+    if failed:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------- models

@@ -43,7 +43,8 @@ def _files(folder: Path, model: str, generation: int) -> tuple[Path, Path]:
 
 
 def _build(index: Index, model: str) -> ClsMatrix:
-    rows = index.db.execute("select rowid, cls from images where model = ? order by rowid", [model]).fetchall()
+    rows = index.db.execute("select rowid, cls from images where model = ? and cls is not null order by rowid",
+                            [model]).fetchall()
     rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBED_DIM) \
         if rows else np.zeros((0, EMBED_DIM), np.float32)

@@ -34,7 +34,7 @@ from .errors import RamcliError
 if TYPE_CHECKING:
     import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 EMBED_DIM = 512
 
 
@@ -97,8 +97,23 @@ def _v3(db: Any) -> None:
                    "update counters set value = value + 1 where name = 'images'; end")
 
 
+def _v4(db: Any) -> None:
+    """The user's own vocabulary (``ramcli add-tag``): custom tags with their label embeddings, and
+    built-in tags switched off. A custom tag's rows in ``image_tags`` have ``tag_index = -id``.
+    Also Tag2Text captions."""
+    db["custom_tags"].create({"id": int, "name": str, "name_zh": str, "parent": str, "threshold": float,
+                              "descriptions": str, "embeds": bytes, "encoder": str, "dirty": int,
+                              "created_at": str, "updated_at": str}, pk="id", not_null={"name", "threshold"})
+    db["custom_tags"].create_index(["name"], unique=True)
+    db["disabled_tags"].create({"name": str, "disabled_at": str}, pk="name")
+    # Tag2Text's caption of each image, and the caption ramcli last wrote into each photo (the one
+    # it may replace or remove; a description the user wrote is never touched).
+    db.execute("alter table images add column caption text")
+    db.execute("alter table photos add column written_caption text")
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1, _v2, _v3]
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 
 
 def _now() -> str:
@@ -114,6 +129,7 @@ class PhotoRow:
     written: list[str]
     storage: str
     model: str
+    written_caption: str | None = None  # the caption ramcli put into the file (Tag2Text)
 
 
 @dataclass(frozen=True)
@@ -125,9 +141,10 @@ class ImageRecord:
     width: int
     height: int
     taken_at: str | None
-    cls: np.ndarray  # (512,) float32
+    cls: np.ndarray | None  # (512,) float32, in CLIP space; None for Tag2Text (its encoder is not)
     tokens: np.ndarray | None  # (N, 512) stored as float16
     tags: list[tuple[int, str, float]]  # (tag index, name, score)
+    caption: str | None = None  # Tag2Text
 
 
 class Index:
@@ -161,16 +178,34 @@ class Index:
     def paths_with_hash(self, hash_: str) -> list[str]:
         return [r["path"] for r in self.db.query("select path from photos where hash = ?", [hash_])]
 
+    def photos_with_hash(self, hash_: str, model: str) -> list[PhotoRow]:
+        return [_photo(r) for r in self.db.query("select * from photos where hash = ? and model = ? order by path",
+                                                 [hash_, model])]
+
+    def record_written(self, row: PhotoRow, written: list[str]) -> None:
+        """After a keyword rewrite of ``row``'s file: what it now carries from us, and its new stat
+        (so the next `ramcli tag` sees it unchanged)."""
+        st = None
+        with contextlib.suppress(OSError):
+            st = os.stat(row.path)
+        self.db.execute("update photos set written = ?, size = ?, mtime_ns = ?, updated_at = ? where path = ?",
+                        [json.dumps(written, ensure_ascii=False), st.st_size if st else row.size,
+                         st.st_mtime_ns if st else row.mtime_ns, _now(), row.path])
+
     def tags_of(self, hash_: str, model: str) -> list[tuple[int, str, float]]:
         rows = self.db.query("select tag_index, tag, score from image_tags where hash = ? and model = ? "
                              "order by score desc", [hash_, model])
         return [(r["tag_index"], r["tag"], r["score"]) for r in rows]
 
+    def caption_of(self, hash_: str, model: str) -> str | None:
+        row = self.db.execute("select caption from images where hash = ? and model = ?", [hash_, model]).fetchone()
+        return row[0] if row else None
+
     def cls_embedding(self, hash_: str, model: str) -> np.ndarray | None:
         import numpy as np  # not at module level: a tag-only search never needs it
 
         rows = list(self.db.query("select cls from images where hash = ? and model = ?", [hash_, model]))
-        return np.frombuffer(rows[0]["cls"], dtype=np.float32) if rows else None
+        return np.frombuffer(rows[0]["cls"], dtype=np.float32) if rows and rows[0]["cls"] is not None else None
 
     def tokens(self, hash_: str, model: str) -> np.ndarray | None:
         import numpy as np  # not at module level: a tag-only search never needs it
@@ -226,10 +261,11 @@ class Index:
 
         tokens = None if rec.tokens is None else np.ascontiguousarray(rec.tokens, dtype=np.float16).tobytes()
         self.db.execute(
-            "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at, caption) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [rec.hash, rec.model, rec.width, rec.height, rec.taken_at,
-             np.ascontiguousarray(rec.cls, dtype=np.float32).tobytes(), tokens, _now()])
+             None if rec.cls is None else np.ascontiguousarray(rec.cls, dtype=np.float32).tobytes(), tokens, _now(),
+             rec.caption])
         self.db.execute("delete from image_tags where hash = ? and model = ?", [rec.hash, rec.model])
         self.db.conn.executemany(
             "insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",
@@ -237,10 +273,10 @@ class Index:
 
     def put_photo(self, row: PhotoRow) -> None:
         self.db.execute(
-            "insert or replace into photos (path, hash, size, mtime_ns, written, storage, model, updated_at) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert or replace into photos (path, hash, size, mtime_ns, written, storage, model, updated_at, "
+            "written_caption) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [row.path, row.hash, row.size, row.mtime_ns, json.dumps(row.written, ensure_ascii=False),
-             row.storage, row.model, _now()])
+             row.storage, row.model, _now(), row.written_caption])
 
     def delete_photo(self, path: str) -> None:
         self.db.execute("delete from photos where path = ?", [path])
@@ -270,7 +306,7 @@ class Index:
 
 def _photo(row: dict[str, Any]) -> PhotoRow:
     return PhotoRow(row["path"], row["hash"], row["size"], row["mtime_ns"], json.loads(row["written"] or "[]"),
-                    row["storage"] or "", row["model"] or "")
+                    row["storage"] or "", row["model"] or "", row.get("written_caption"))
 
 
 def schema_version(db: Database) -> int:

@@ -55,8 +55,23 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
     return pull(name, report)
 
 
-def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None) -> Tagger:
-    return Tagger(Engine(model, opts), Vocabulary.builtin(model))
+CUSTOM_FAMILIES = frozenset({"ram_plus", "ram"})  # tag heads queried with CLIP text embeddings
+
+
+def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
+                index_file: Path | None = None) -> Tagger:
+    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``."""
+    vocab = Vocabulary.builtin(model)
+    if index_file is not None and index_file.exists() and model.family in CUSTOM_FAMILIES:
+        from . import custom
+        from .index import open_index
+
+        ix = open_index(index_file)
+        try:
+            vocab = vocab.with_custom(custom.load(ix), custom.disabled(ix))
+        finally:
+            ix.close()
+    return Tagger(Engine(model, opts), vocab)
 
 
 def _decode(path: Path, pre: Preprocess) -> tuple[np.ndarray, tuple[int, int]] | ImageError:

@@ -351,8 +351,11 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
         raise RamcliError(f"no photo in the index was tagged by {name!r}",
                           hint="indexed models: " + ", ".join(m for m, _ in models))
     ram = store.get(name) if store.is_installed(name) else None
+    own = index.db.execute("select name, coalesce(name_zh, '') from custom_tags").fetchall()  # add-tag
     if ram is not None:
-        vocab = Vocabulary.build(ram.tag_names, ram.tag_names_zh)
+        zh = ram.tag_names_zh
+        vocab = Vocabulary.build([*ram.tag_names, *(n for n, _ in own)],
+                                 None if zh is None else [*zh, *(z for _, z in own)])
     else:  # the model was removed: its tags are still in the index (English names only)
         vocab = Vocabulary.build([r[0] for r in index.db.execute("select distinct tag from image_tags")], None)
     encoder = store.find_family("clip_text", preferred="clip_vit_b16_text")

@@ -44,14 +44,16 @@ class Selection:
     threshold: float | None = None  # None: the model's per-tag thresholds
     top_k: int | None = None
 
-    def pick(self, scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-        """Indices of the chosen tags, highest score first."""
+    def pick(self, scores: np.ndarray, thresholds: np.ndarray, hidden: np.ndarray | None = None) -> np.ndarray:
+        """Indices of the chosen tags, highest score first; ``hidden`` tags are never chosen."""
         if self.threshold is None:
             on = scores > thresholds
         elif self.threshold <= 0:
             on = np.ones_like(scores, dtype=bool)
         else:
             on = scores > np.float32(self.threshold)
+        if hidden is not None:
+            on &= ~hidden
         idx = np.flatnonzero(on)
         idx = idx[np.argsort(-scores[idx], kind="stable")]
         return idx[: self.top_k] if self.top_k is not None else idx
@@ -77,7 +79,8 @@ class Tagger:
 
     def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
         """Tags of one image from its (T,) logits."""
+        v = self.vocab
         scores = sigmoid(logits)
-        zh = self.vocab.names_zh
-        return [Tag(int(i), self.vocab.names[i], zh[i] if zh else None, float(scores[i]))
-                for i in selection.pick(scores, self.vocab.thresholds)]
+        picked = selection.pick(scores, v.thresholds, v.hidden)
+        return [Tag(v.tag_id(int(i)), v.names[i], v.names_zh[i] or None if v.names_zh else None, float(scores[i]))
+                for i in picked]

@@ -9,11 +9,16 @@ no reweighting: its tag embeddings are the same for every image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .store import InstalledModel
+
+if TYPE_CHECKING:
+    from .custom import CustomTag
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,11 @@ class LabelGroup:
     @property
     def count(self) -> int:
         return int(self.embeds.shape[0])
+
+
+def _mean_row(rows: np.ndarray) -> np.ndarray:
+    mean = rows.mean(axis=0)
+    return (mean / np.linalg.norm(mean))[None].astype(np.float32)
 
 
 def _softmax_last(x: np.ndarray) -> np.ndarray:
@@ -42,10 +52,50 @@ class Vocabulary:
     thresholds: np.ndarray  # (T,) float32
     groups: list[LabelGroup]
     reweight_scale: float | None  # exp() of the checkpoint's reweight_scale; None: RAM, no reweighting
+    ids: list[int] | None = None  # index stored for each position (None: the position; custom tags: -id)
+    hidden: np.ndarray | None = field(default=None)  # (T,) bool: scored but never reported (disabled, shadowed)
 
     @property
     def size(self) -> int:
         return len(self.names)
+
+    def tag_id(self, position: int) -> int:
+        return position if self.ids is None else self.ids[position]
+
+    def with_custom(self, custom: Iterable[CustomTag], disabled: Iterable[str] = ()) -> Vocabulary:
+        """This vocabulary plus the user's tags, in one forward pass.
+
+        Custom tags are appended in groups of equal description count D (sorted by D, then id),
+        each with its own threshold. A built-in tag named in ``disabled``, or named like a custom
+        tag, stays in the pass (so no 480 MB copy of the built-in embeddings is made) but is hidden.
+        RAM has no per-image reweighting: a custom tag's D embeddings are averaged into one.
+        """
+        tags = sorted(custom, key=lambda t: (t.embeds.shape[0] if self.reweight_scale else 1, t.id))
+        if not tags and not disabled:
+            return self
+        off = {n.casefold() for n in disabled} | {t.name.casefold() for t in tags}
+        hidden = np.array([n.casefold() in off for n in self.names] + [False] * len(tags), dtype=bool)
+        groups = list(self.groups)
+        start = self.size
+        by_d: dict[int, list[np.ndarray]] = {}
+        for t in tags:
+            e = t.embeds if self.reweight_scale or len(t.embeds) == 1 else _mean_row(t.embeds)
+            by_d.setdefault(e.shape[0], []).append(e)
+        for rows in by_d.values():
+            groups.append(LabelGroup(start, np.stack(rows).astype(np.float32)))
+            start += len(rows)
+        zh = self.names_zh
+        return replace(
+            self, names=[*self.names, *(t.name for t in tags)],
+            names_zh=None if zh is None else [*zh, *(t.name_zh or "" for t in tags)],
+            thresholds=np.concatenate([self.thresholds, np.array([t.threshold for t in tags], np.float32)]),
+            groups=groups, ids=[*(self.ids or range(self.size)), *(t.tag_index for t in tags)], hidden=hidden)
+
+    def only(self, custom: Iterable[CustomTag]) -> Vocabulary:
+        """Just these custom tags (no built-in ones): what re-scoring stored tokens needs."""
+        empty = replace(self, names=[], names_zh=None if self.names_zh is None else [],
+                        thresholds=np.zeros(0, np.float32), groups=[], ids=[], hidden=None)
+        return empty.with_custom(custom)
 
     @classmethod
     def builtin(cls, model: InstalledModel) -> Vocabulary:

@@ -6,6 +6,8 @@ Tests never touch the network (HF_HUB_OFFLINE) or the user's real cache and inde
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -88,3 +90,27 @@ def make_photo(path: Path, size: tuple[int, int] = (320, 240), mode: str = "RGB"
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, **save)
     return path
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import open_clip
+    import torch
+
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True)
+    path = tmp_path_factory.mktemp("clip") / "open_clip_vit_b16.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_model(clip_checkpoint: Path):
+    result = run_cli("models", "import", str(clip_checkpoint), "--name", "clip_vit_b16_text", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["family"] == "clip_text" and info["parity"]["text_embeds_max_abs"] < 1e-4
+    from ramcli import store
+
+    return store.get("clip_vit_b16_text")

@@ -1,0 +1,102 @@
+"""`ramcli add-tag` against re-tagging from scratch, on the same photos (tiny random RAM++ model,
+random full-size CLIP ViT-B/16 text encoder).
+
+1. `ramcli tag` indexes N photos (tokens stored, keywords written).
+2. `ramcli add-tag "red kite"` scores the new tag over the whole library from the stored tokens
+   and writes it into the photos where it fires (timed).
+3. The tag is exported and imported into a fresh index, and `ramcli tag` runs again from scratch
+   with it in the vocabulary (timed): its scores for the tag must equal step 2's (<= 1e-4).
+Also: the authors' 200 OpenImages-rare tags in one `add-tag --descriptions-file` (when ../shared
+is there), timed.
+
+Usage: python tests/benchmarks/add_tag.py [--photos 1000] [--workdir DIR]
+Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+
+
+def cli(*args: str, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "ramcli", *args], capture_output=True, text=True, env=env, check=False)
+    if res.returncode not in (0, 1):
+        raise SystemExit(f"ramcli {' '.join(args)} failed:\n{res.stderr}")
+    return round(time.perf_counter() - t, 2), res
+
+
+def scores(index: Path, tag: str) -> dict[str, float]:
+    return dict(sqlite3.connect(index).execute(
+        "select p.path, t.score from image_tags t join photos p on p.hash = t.hash where t.tag = ?", [tag]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ramcli-addtag-"))
+    env = {**os.environ, "RAMCLI_CACHE_DIR": str(work / "cache"), "RAMCLI_DATA_DIR": str(work / "data"),
+           "HF_HUB_OFFLINE": "1"}
+    os.environ.update(env)
+
+    import open_clip
+    import torch
+    from library import make_library
+
+    from conftest import SHARED, write_tag_files
+    from ramcli.catalog import import_local
+    from ramcli.convert.random_init import config, random_model, save_checkpoint
+
+    files = write_tag_files(work / "tags")
+    import_local(save_checkpoint(random_model(config("ram_plus")), work / "tiny.pth"), "tiny_ram_plus",
+                 tag_list=files["tag_list"], tag_list_zh=files["tag_list_zh"], thresholds=files["thresholds"])
+    logging.getLogger().setLevel(logging.ERROR)
+    torch.save(open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).state_dict(),
+               work / "clip.pt")
+    import_local(work / "clip.pt", "clip_vit_b16_text", tag_list=None)
+    lib = work / "Photos"
+    make_library(lib, args.photos)
+    a, b = work / "a.db", work / "b.db"
+    tag = "red kite"
+    report: dict[str, object] = {"photos": args.photos, "workdir": str(work)}
+
+    report["first_tag_run_s"], _ = cli("tag", "-m", "tiny_ram_plus", "--index", str(a), str(lib), env=env)
+    report["add_tag_s"], res = cli("add-tag", tag, "--threshold", "0.2", "--index", str(a), env=env)
+    report["add_tag_summary"] = res.stderr.strip().splitlines()[-1]
+    cli("tags", "export", str(work / "vocab.json"), "--index", str(a), env=env)
+    cli("tags", "import", str(work / "vocab.json"), "--index", str(b), env=env)  # fresh index, no photos yet
+    report["retag_from_scratch_with_tag_s"], _ = cli("tag", "-m", "tiny_ram_plus", "--index", str(b), str(lib),
+                                                     env=env)
+    sa, sb = scores(a, tag), scores(b, tag)
+    report["photos_with_tag"] = len(sa)
+    report["same_photos_fire"] = set(sa) == set(sb)
+    report["max_abs_score_diff"] = max((abs(sa[p] - sb[p]) for p in sa.keys() & sb.keys()), default=None)
+    report["speedup"] = round(float(report["retag_from_scratch_with_tag_s"]) / float(report["add_tag_s"]), 1)
+
+    rare = SHARED / "data" / "recognize-anything" / "openimages_rare_200_llm_tag_descriptions.json"
+    if rare.is_file():
+        report["openimages_rare_200_s"], res = cli("add-tag", "--descriptions-file", str(rare), "--index", str(a),
+                                                   env=env)
+        report["openimages_rare_200_summary"] = res.stderr.strip().splitlines()[-1]
+        report["custom_tags_now"] = len(cli("tags", "list", "--custom", "--json", "--index", str(a),
+                                            env=env)[1].stdout.splitlines())
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
