@@ -9,11 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, store
-from .config import cache_dir, index_path, manifest, manifests, manifests_dir
-from .download import bundled_files, fetch_tag_files, human_bytes
+from .config import Manifest, cache_dir, index_path, manifests, manifests_dir
+from .download import bundled_files, caption_delete_tag_index, fetch_tag_files, fetch_tokenizer, human_bytes
 from .errors import UsageError
 
 Report = Callable[[str], None]
+
+
+# What each family can do, for models imported under names the manifests do not know.
+FAMILY_CAPABILITIES = {"ram_plus": ["tags", "tags_zh", "open_set", "custom_tags", "search"],
+                       "ram": ["tags", "tags_zh", "custom_tags", "search"],
+                       "tag2text": ["tags", "captions"], "clip_text": ["text_embeddings", "search", "custom_tags"]}
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -32,7 +38,8 @@ def list_models() -> list[dict[str, Any]]:
         row = next((r for r in rows if r["name"] == name), None)
         if row is None:
             row = {"name": name, "family": inst.family, "title": "imported checkpoint", "default": False,
-                   "capabilities": [], "supported": True, "installed": True}
+                   "capabilities": inst.meta.get("capabilities") or FAMILY_CAPABILITIES.get(inst.family, []),
+                   "supported": True, "installed": True}
             rows.append(row)
         row["installed_size"] = human_bytes(inst.size_bytes())
         row["path"] = str(inst.path)
@@ -41,15 +48,18 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list_zh: Path | None = None,
-                 thresholds: Path | None = None, image_size: int | None = None,
+                 thresholds: Path | None = None, image_size: int | None = None, vocab: Path | None = None,
                  report: Report = lambda _m: None) -> store.InstalledModel:
     """Convert a local checkpoint; a known model name brings its official tag files along.
 
-    What the checkpoint is (RAM/RAM++ or the CLIP text encoder) is read from its keys.
+    What the checkpoint is (RAM/RAM++, Tag2Text or the CLIP text encoder) is read from its keys.
+    ``vocab`` is the BERT vocabulary a Tag2Text checkpoint needs (bert-base-uncased's vocab.txt);
+    for a known Tag2Text name it is fetched (checksummed) like the tag files when not given.
     """
     from .convert.checkpoint import load_state_dict
     from .convert.clip_text import import_clip_text, is_clip_state
     from .convert.export import import_checkpoint
+    from .convert.tag2text import is_tag2text_state
 
     report(f"reading {checkpoint}")
     state = load_state_dict(checkpoint)
@@ -57,22 +67,49 @@ def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list
         return import_clip_text(checkpoint, name, state, source={"kind": "import"}, report=report)
     default_threshold = 0.68
     extra: dict[str, Path] = {}
-    if name in manifests():
-        m = manifest(name)
-        default_threshold = m.default_threshold
-        image_size = image_size or m.preprocess.get("image_size")
+    known = manifests().get(name)
+    if known is not None:
+        default_threshold = known.default_threshold
+        image_size = image_size or known.preprocess.get("image_size")
         if tag_list is None:
-            files = fetch_tag_files(m, report)
+            files = fetch_tag_files(known, report)
             tag_list = files["tag_list"]
             tag_list_zh = tag_list_zh or files.get("tag_list_zh")
             thresholds = thresholds or files.get("thresholds")
             extra = bundled_files(files)
+    tag2text = is_tag2text_state(state)
     if tag_list is None:
         raise UsageError(f"{name!r} is not a known model, so its tag list is needed",
-                         hint="pass --tag-list FILE (one tag per line, in the model's class order)")
+                         hint="pass --tag-list FILE (one tag per line, in the model's class order)"
+                              + (" and --vocab VOCAB.txt (bert-base-uncased's)" if tag2text and vocab is None else ""))
+    if tag2text:
+        return _import_tag2text(checkpoint, name, state, known, tag_list=tag_list, tag_list_zh=tag_list_zh,
+                                thresholds=thresholds, vocab=vocab, extra=extra, image_size=image_size,
+                                default_threshold=default_threshold, report=report)
     return import_checkpoint(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
                              extra_files=extra, image_size=image_size, default_threshold=default_threshold,
                              source={"kind": "import"}, report=report, state=state)
+
+
+def _import_tag2text(checkpoint: Path, name: str, state: Any, known: Manifest | None, *, tag_list: Path,
+                     tag_list_zh: Path | None, thresholds: Path | None, vocab: Path | None,
+                     extra: dict[str, Path], image_size: int | None, default_threshold: float,
+                     report: Report) -> store.InstalledModel:
+    """A Tag2Text checkpoint: its captioner needs the BERT vocabulary, which the file does not hold."""
+    from .convert.tag2text_export import import_tag2text
+
+    if tag_list_zh is not None:
+        raise UsageError("Tag2Text has no Chinese tag list", hint="leave out --tag-list-zh")
+    if vocab is None:
+        if known is None or known.family != "tag2text":
+            raise UsageError(f"{checkpoint} is a Tag2Text checkpoint, whose captioner needs a BERT vocabulary",
+                             hint="pass --vocab VOCAB.txt, e.g. bert-base-uncased's vocab.txt "
+                                  "(huggingface.co/google-bert/bert-base-uncased)")
+        vocab = fetch_tokenizer(known, report)
+    return import_tag2text(checkpoint, name, state, tag_list=tag_list, vocab=vocab, thresholds=thresholds,
+                           extra_files=extra, image_size=image_size, default_threshold=default_threshold,
+                           delete_tag_index=caption_delete_tag_index(known) if known else None,
+                           source={"kind": "import"}, report=report)
 
 
 def probe_provider(device: str = "auto") -> str:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -149,8 +150,15 @@ def tag(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files/folders matching GLOB.")] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download a missing model.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="A line per photo, not only problems.")] = False,
+    lang: Annotated[str, typer.Option("--lang", help="Tag names in keywords and output: en, zh (RAM/RAM++ "
+                                                     "Chinese names) or both.")] = "en",
+    caption_tags: Annotated[str | None, typer.Option(
+        "--caption-tags", help="Tag2Text: guide every caption with these tags (comma-separated) instead "
+                               "of the predicted ones.")] = None,
+    overwrite_description: Annotated[bool, typer.Option(
+        "--overwrite-description", help="Tag2Text: replace a description you wrote with the caption.")] = False,
 ) -> None:
-    """Tag photos: keywords into each photo (or its XMP sidecar) and into the index.
+    """Tag photos: keywords (Tag2Text: and a caption) into each photo or its XMP sidecar, and into the index.
 
     Example: `ramcli tag ~/Photos`  (again later: only new or changed photos are looked at)
 
@@ -165,21 +173,25 @@ def tag(
         _fail(UsageError(f"--device must be auto, cpu or cuda, not {device!r}"))
     if sidecar_name not in {"ext", "stem"}:
         _fail(UsageError(f"--sidecar-name must be ext or stem, not {sidecar_name!r}"))
+    if lang not in {"en", "zh", "both"}:
+        _fail(UsageError(f"--lang must be en, zh or both, not {lang!r}"))
+    guide = [t.strip() for t in caption_tags.split(",") if t.strip()] if caption_tags else None
     selection = Selection(threshold=threshold, top_k=top_k)
     with _errors():
         installed = resolve_model(model, download=not no_download, report=_say)
         from .config import index_path
 
-        tagger = open_tagger(installed, EngineOptions(device=device, threads=threads), index or index_path())
+        tagger = open_tagger(installed, EngineOptions(device=device, threads=threads), index or index_path(), guide)
         _say(f"model {installed.name} on {tagger.engine.provider}")
         if dry_run:
-            failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out)
+            failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out, lang)
         else:
             from .metadata import WriteOptions
 
             wopts = WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name, touch=touch,
                                  hierarchical_root=hierarchy_root or None)
             opts = _library_options(no_write, store_tokens, prune, batch_size, workers, exclude, selection, wopts)
+            opts = replace(opts, lang=lang, overwrite_description=overwrite_description)
             failed = _tag_library(paths, tagger, index, opts, json_out, verbose)
     if failed:
         raise typer.Exit(1)
@@ -217,6 +229,8 @@ def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: 
                 elif verbose and not json_out:
                     extra = f" (from {ev.moved_from})" if ev.moved_from else ""
                     out().print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
+                    if ev.caption is not None:
+                        out().print(f"          [italic]{escape(ev.caption)}[/]")
     except KeyboardInterrupt:
         err().print("[yellow]interrupted: what was done is saved; run the same command to go on[/]")
         raise typer.Exit(130) from None
@@ -229,8 +243,13 @@ def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: 
     return counts.get("error", 0)
 
 
+def _in_lang(tag: Any, lang: str) -> str:
+    zh = (tag.name_zh or "").strip()
+    return tag.name if lang == "en" or not zh else zh if lang == "zh" else f"{tag.name} {zh}"
+
+
 def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int, exclude: list[str],
-                 json_out: bool) -> int:
+                 json_out: bool, lang: str) -> int:
     from .pipeline import tag_photos
     from .scan import ScanProblem, iter_photos
 
@@ -258,8 +277,10 @@ def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int
             if json_out:
                 _emit_json(result.as_dict())
             else:
-                names = ", ".join(f"{escape(t.name)} [dim]{t.score:.2f}[/]" for t in result.tags)
+                names = ", ".join(f"{escape(_in_lang(t, lang))} [dim]{t.score:.2f}[/]" for t in result.tags)
                 out().print(f"[bold]{escape(printable(result.path))}[/]: {names or '[dim](none)[/]'}")
+                if result.caption is not None:
+                    out().print(f"  [italic]{escape(result.caption)}[/]")
     if not json_out:
         _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s (dry run: nothing written)")
     return failed
@@ -691,12 +712,13 @@ def models_list(json_out: JsonOpt = False) -> None:
         _emit_json(rows)
         return
     table = _table(title="models", title_justify="left")
-    for col in ("name", "family", "installed", "size", "what it does"):
+    for col in ("name", "family", "installed", "size", "can", "what it is"):
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" (default)" if r.get("default") else "")
         size = r.get("installed_size") or r.get("download_size") or ""
-        table.add_row(name, r["family"], "yes" if r["installed"] else "no", size, r.get("title", ""))
+        table.add_row(name, r["family"], "yes" if r["installed"] else "no", size, ", ".join(r.get("capabilities", [])),
+                      r.get("title", ""))
     out().print(table)
 
 
@@ -725,6 +747,9 @@ def models_import(
     thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Per-tag thresholds.")] = None,
     image_size: Annotated[int | None, typer.Option(
         "--image-size", help="Input size when the checkpoint does not say (default 384).")] = None,
+    vocab: Annotated[Path | None, typer.Option(
+        "--vocab", help="Tag2Text: the BERT vocabulary (bert-base-uncased's vocab.txt); fetched for "
+                        "tag2text_swin_14m if left out.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert a checkpoint you already have (air-gapped machines, fine-tunes).
@@ -737,7 +762,7 @@ def models_import(
 
     with _errors():
         m = import_local(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
-                         image_size=image_size, report=_say)
+                         image_size=image_size, vocab=vocab, report=_say)
     _done(m, json_out)
 
 

@@ -52,6 +52,8 @@ class LibraryOptions:
     exclude: tuple[str, ...] = ()
     selection: Selection = field(default_factory=Selection)
     write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
+    lang: str = "en"  # keywords: en | zh | both (RAM/RAM++ have Chinese names)
+    overwrite_description: bool = False  # Tag2Text: replace a description the user wrote
 
 
 @dataclass
@@ -63,11 +65,14 @@ class Event:
     tags: list[str] = field(default_factory=list)
     error: str | None = None
     moved_from: str | None = None
+    caption: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"path": printable(self.path), "status": self.status}
         if self.status in {"tagged", "moved", "copied"}:
             d["tags"] = self.tags
+            if self.caption is not None:
+                d["caption"] = self.caption
         if self.moved_from:
             d["moved_from"] = self.moved_from
         if self.error:
@@ -217,22 +222,43 @@ class LibraryRun:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- per photo
-    def _write(self, path: Path, tags: list[str], row: PhotoRow | None) -> tuple[list[str], str]:
-        """Keywords into the file; returns (what the file now carries from us, where it is).
+    def _names(self, tags: list[tuple[int, str]]) -> list[str]:
+        """Keywords for (tag index, English name) pairs in the run's language (--lang)."""
+        if self.opts.lang == "en":
+            return [n for _, n in tags]
+        vocab = self.tagger.vocab
+        zh_names = getattr(vocab, "names_zh", None) or []
+        zh = {vocab.tag_id(p): z.strip() for p, z in enumerate(zh_names) if z and z.strip()}
+        out: list[str] = []
+        for i, name in tags:
+            local = zh.get(i)
+            out += [local or name] if self.opts.lang == "zh" else [name, *([local] if local else [])]
+        return list(dict.fromkeys(out))
+
+    def _write(self, path: Path, tags: list[str], row: PhotoRow | None,
+               caption: str | None = None) -> tuple[list[str], str, str | None]:
+        """Keywords (and a Tag2Text caption) into the file; returns what the file now carries from us
+        (keywords, where they are, caption).
 
         ``row`` is what the index knew of this path (or of the path it moved from)."""
         opts = self.opts.write_options
         previous = row.written if row is not None else []
+        before = row.written_caption if row is not None else None
         if not self.opts.write:  # --no-write: the file keeps whatever we wrote earlier, where we wrote it
-            return previous, row.storage if row is not None else ""
-        result = metadata.write_keywords(path, tags, previous, opts)
+            return previous, row.storage if row is not None else "", before
+        result = metadata.write_keywords(path, tags, previous, opts, caption=caption, previous_caption=before,
+                                         overwrite_description=self.opts.overwrite_description)
         # A keyword the user already had (in any case) is theirs, not ours: untag must leave it.
         ours = [k for k in tags if k in previous or k in result.added]
-        return ours, f"sidecar-{opts.sidecar_name}" if result.sidecar else "embed"
+        status = result.caption_status
+        written_caption = caption if status in ("written", "unchanged") else None if status == "removed" else before
+        return ours, f"sidecar-{opts.sidecar_name}" if result.sidecar else "embed", written_caption
 
-    def _record_photo(self, path: Path, digest: str, written: list[str], storage: str) -> None:
+    def _record_photo(self, path: Path, digest: str, written: list[str], storage: str,
+                      caption: str | None = None) -> None:
         st = path.stat()  # after our write: this is the state that means "unchanged" next time
-        self.index.put_photo(PhotoRow(str(path), digest, st.st_size, st.st_mtime_ns, written, storage, self.model))
+        self.index.put_photo(PhotoRow(str(path), digest, st.st_size, st.st_mtime_ns, written, storage, self.model,
+                                      caption))
 
     def _known_image(self, p: Prepared) -> Event:
         """The pixels are in the index already: a metadata edit, a move, or a copy."""
@@ -241,44 +267,48 @@ class LibraryRun:
         try:
             if row is not None and row.hash == p.hash:
                 with self.index.transaction():  # someone else edited the metadata: keep their keywords
-                    self._record_photo(path, p.hash, row.written, row.storage)
+                    self._record_photo(path, p.hash, row.written, row.storage, row.written_caption)
                 return Event(path, "updated")
             others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
             gone = [o for o in others if not Path(o).exists()]
-            tags = [name for _, name, _ in self.index.tags_of(p.hash, self.model)]
+            tags = self._names([(i, name) for i, name, _ in self.index.tags_of(p.hash, self.model)])
+            caption = self.index.caption_of(p.hash, self.model)
             origin = self.index.photo(gone[0]) if gone else None  # the keywords we wrote travel with the file
-            written, storage = self._write(path, tags, origin if origin is not None else row)
+            written, storage, cap = self._write(path, tags, origin if origin is not None else row, caption)
             with self.index.transaction():
                 for old in gone:
                     self.index.delete_photo(old)
-                self._record_photo(path, p.hash, written, storage)
-            return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None)
+                self._record_photo(path, p.hash, written, storage, cap)
+            return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None,
+                         caption=caption)
         except (ImageError, OSError) as err:
             return Event(path, "error", error=_one_line(err, path))
 
     def _infer_batch(self, batch: list[Prepared]) -> Iterator[Event]:
         embeds, logits = self.tagger.infer(np.stack([p.pixels for p in batch]))
-        records: list[tuple[Prepared, list[Tag], list[str], str]] = []
+        captions = self.tagger.captions(embeds, logits)
+        records: list[tuple[Prepared, list[Tag], list[str], str, str | None]] = []
         events: list[Event] = []
         for i, p in enumerate(batch):
             tags = self.tagger.tags(logits[i], self.opts.selection)
-            names = [t.name for t in tags]
+            names = self._names([(t.index, t.name) for t in tags])
             row = self.index.photo(str(p.path))
             try:
-                written, storage = self._write(p.path, names, row)
+                written, storage, cap = self._write(p.path, names, row, captions[i])
             except (ImageError, OSError) as err:
                 events.append(Event(p.path, "error", error=_one_line(err, p.path)))
                 continue
-            records.append((p, tags, written, storage))
-            events.append(Event(p.path, "tagged", tags=names))
-        tokens_ok = self.opts.store_tokens
+            records.append((p, tags, written, storage, cap))
+            events.append(Event(p.path, "tagged", tags=names, caption=captions[i]))
+        clip = self.tagger.clip_space  # Tag2Text's Swin-B tokens serve neither search nor add-tag
+        tokens_ok = self.opts.store_tokens and clip
         with self.index.transaction():
-            for p, tags, written, storage in records:
+            for p, tags, written, storage, cap in records:
                 i = batch.index(p)
                 self.index.put_image(ImageRecord(
-                    p.hash, self.model, p.width, p.height, p.taken_at, embeds[i, 0],
-                    embeds[i] if tokens_ok else None, [(t.index, t.name, t.score) for t in tags]))
-                self._record_photo(p.path, p.hash, written, storage)
+                    p.hash, self.model, p.width, p.height, p.taken_at, embeds[i, 0] if clip else None,
+                    embeds[i] if tokens_ok else None, [(t.index, t.name, t.score) for t in tags], captions[i]))
+                self._record_photo(p.path, p.hash, written, storage, cap)
         for ev in events:
             yield self._count(ev)
 
@@ -311,8 +341,9 @@ def untag(roots: list[Path], index: Index, opts: metadata.WriteOptions, write: b
     for row in list(index.photos_under([r.absolute() for r in roots])):
         path = Path(row.path)
         try:
-            if write and row.written and path.exists():
-                metadata.remove_keywords(path, row.written, storage_options(row.storage, opts))
+            if write and (row.written or row.written_caption) and path.exists():
+                metadata.remove_keywords(path, row.written, storage_options(row.storage, opts),
+                                         previous_caption=row.written_caption)
         except (ImageError, OSError) as err:
             yield Event(path, "error", error=_one_line(err, path))
             continue

@@ -10,6 +10,12 @@ small table (beets' mediafile idea): a new storage is one ``_Storage`` entry in 
   WebP XMP only (exiv2 drops IPTC there silently). HEIC/AVIF, camera RAW, anything else, read-only
   photos and ``--sidecar``: an XMP sidecar, ``photo.jpg.xmp`` by default or ``photo.xmp``.
 
+An optional caption (one more logical field, "the description ramcli wrote") goes to XMP
+``dc:description`` (x-default) everywhere, to EXIF ``ImageDescription`` in JPEG/TIFF when it is ASCII (the
+EXIF type; other text stays XMP-only) and to IPTC Caption-Abstract where a photo already has one. It is
+written only where no description of the user's is found (camera placeholders such as "OLYMPUS DIGITAL
+CAMERA" do not count) unless the caller overwrites, and removed only while it still reads as ramcli wrote it.
+
 Only keywords ramcli wrote are ever removed (the caller remembers them); the user's keywords keep their
 place and order in every field. A write rebuilds the file in memory with pyexiv2 (exiv2 0.28), checks
 the result (our fields read back as planned; JPEG tables and scan data byte-identical, other formats'
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pyexiv2
 from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -66,6 +72,9 @@ class WriteOptions:
     touch: bool = False  # False: restore the photo's original mtime/atime after writing
 
 
+CaptionStatus = Literal["written", "unchanged", "kept", "removed"]
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What one call did; the caller records ``target``'s new (size, mtime_ns) when ``changed``."""
@@ -76,6 +85,10 @@ class WriteResult:
     added: list[str]  # keywords the photo did not carry before this call
     removed: list[str]  # keywords removed by this call (were ours, no longer wanted)
     changed: bool  # False when nothing needed writing: the file was not touched at all
+    # The caption, when the call was given one (None otherwise): "written" (the file now holds it: added,
+    # replacing ramcli's previous one, or the user's with overwrite), "unchanged" (already held it), "kept"
+    # (a description of the user's is there: left alone, ours not written/not removed), "removed" (untag).
+    caption_status: CaptionStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,9 @@ class _Storage:
     bag: bool = False  # an XMP bag (pyexiv2 only writes rdf:Seq; fixed afterwards)
     if_present: bool = False  # kept in step only when the photo already has it
     forbidden: str = ""  # a keyword containing one of these is left out of this storage
-    max_bytes: int = 0  # IPTC IIM limit for one keyword; longer ones are left out
+    max_bytes: int = 0  # IPTC IIM limit for one entry; longer ones are left out
+    alt: bool = False  # an XMP language alternative: one text, written as x-default
+    ascii: bool = False  # an EXIF ASCII field: text outside ASCII is left out (XMP holds it)
 
 
 DC = _Storage("Xmp.dc.subject", bag=True)
@@ -100,6 +115,17 @@ _XMP = (DC, LR, DIGIKAM, MSPHOTO)
 STORAGES: dict[str, tuple[_Storage, ...]] = {
     "jpeg": (*_XMP, IPTC, XP), "tiff": (*_XMP, IPTC, XP), "png": (*_XMP, IPTC), "webp": _XMP, "sidecar": _XMP}
 _PLAIN = (DC, MSPHOTO, IPTC, XP)  # storages that hold the keyword itself (read_keywords merges these)
+# The caption's storages: one text each, read and planned apart from the keyword lists.
+DESC = _Storage("Xmp.dc.description", alt=True)
+EXIF_DESC = _Storage("Exif.Image.ImageDescription", ascii=True)
+IPTC_CAPTION = _Storage("Iptc.Application2.Caption", if_present=True, max_bytes=2000)
+CAPTIONS: dict[str, tuple[_Storage, ...]] = {
+    "jpeg": (DESC, EXIF_DESC, IPTC_CAPTION), "tiff": (DESC, EXIF_DESC, IPTC_CAPTION), "png": (DESC, IPTC_CAPTION),
+    "webp": (DESC,), "sidecar": (DESC,)}
+# What cameras write into ImageDescription by themselves: no one's description, so free to replace.
+_CAMERA_PLACEHOLDERS = {"OLYMPUS DIGITAL CAMERA", "SONY DSC", "MINOLTA DIGITAL CAMERA", "KONICA MINOLTA DIGITAL CAMERA",
+                        "DIGITAL CAMERA", "SAMSUNG DIGITAL CAMERA"}
+_XDEFAULT = 'lang="x-default"'
 
 
 def storage_for(path: Path, opts: WriteOptions) -> str:
@@ -153,25 +179,60 @@ def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
     return found
 
 
-def write_keywords(path: Path, ours: list[str], previous_ours: list[str],
-                   opts: WriteOptions = WriteOptions()) -> WriteResult:
+def read_caption(path: Path, opts: WriteOptions = WriteOptions()) -> str | None:
+    """The photo's description as a photo app would show it, or None.
+
+    The storage ramcli writes to (``opts``) is read first, then the others (embedded, ``photo.ext.xmp``,
+    ``photo.xmp``); within one, XMP dc:description (x-default) before EXIF ImageDescription before IPTC
+    Caption-Abstract. Camera placeholders ("OLYMPUS DIGITAL CAMERA") are not descriptions.
+    """
+    path = Path(path)
+    _guard(os.stat, path)  # a missing photo is an error, as for read_keywords, even when its sidecar exists
+    sources = [path] + [sidecar_path(path, WriteOptions(sidecar_name=n)) for n in ("ext", "stem")]
+    if storage_for(path, opts) == "sidecar":
+        sources.insert(0, sources.pop(sources.index(sidecar_path(path, opts))))
+    for source in sources:
+        if source is path or source.is_file():
+            for text in _captions_in(source, required=source is path and path.suffix.lower() in EMBED):
+                return text
+    return None
+
+
+def write_keywords(path: Path, ours: list[str], previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
+                   caption: str | None = None, previous_caption: str | None = None,
+                   overwrite_description: bool = False) -> WriteResult:
     """Make the photo carry ``ours``; drop what is in ``previous_ours`` but no longer in ``ours``.
 
     Keywords are NFC-normalised and stripped. A keyword already present in a field in any letter case is
     not added again; removal matches exactly, so a user's "Dog" survives removing ramcli's "dog". Other
     keywords keep their place. A keyword the user had *before* ramcli is indistinguishable from ramcli's:
     keep such keywords out of ``previous_ours`` (``added`` says which ones this call really added).
+
+    ``caption`` (None: captions are not touched at all) is written in the same file rewrite as the
+    keywords, replacing ``previous_caption`` (what ramcli wrote last time, from the index) but never a
+    description of the user's unless ``overwrite_description``; ``result.caption_status`` says what
+    happened. Record the caption as ramcli's when that is "written" or "unchanged"; keep the old record on
+    "kept" (ramcli's previous text may still sit in a field the user did not edit). A caption that is empty
+    after cleaning means "no caption": ramcli's previous one is removed.
     """
-    return _update(Path(path), _clean(ours), _clean(previous_ours), opts)
+    change = None if caption is None else _CaptionChange(_clean_caption(caption) or None,
+                                                          _clean_caption(previous_caption or "") or None,
+                                                          overwrite_description)
+    return _update(Path(path), _clean(ours), _clean(previous_ours), opts, change)
 
 
-def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = WriteOptions()) -> WriteResult:
+def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
+                    previous_caption: str | None = None) -> WriteResult:
     """``ramcli untag``: remove exactly ``previous_ours`` from every field of the storage ``opts`` selects.
 
+    ``previous_caption`` (what ramcli wrote) is removed from each description field that still holds
+    exactly it; a description the user has edited since is theirs and stays ("kept").
     A sidecar left with no XMP property at all is deleted (exiv2 cannot write an empty one, and an
     empty sidecar carries nothing); a sidecar with anything else in it (another app's data) stays.
     """
-    return _update(Path(path), [], _clean(previous_ours), opts)
+    previous = _clean_caption(previous_caption or "") or None
+    change = None if previous is None else _CaptionChange(None, previous, False)
+    return _update(Path(path), [], _clean(previous_ours), opts, change)
 
 
 # --- planning -----------------------------------------------------------------------------------------
@@ -219,7 +280,63 @@ def _plan(values: dict[_Storage, list[str]], storages: tuple[_Storage, ...], our
     return plan
 
 
-def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions) -> WriteResult:
+@dataclass(frozen=True)
+class _CaptionChange:
+    """What a call asks of the caption: ``text`` (None: remove ours), ours from last time, overwrite."""
+
+    text: str | None
+    previous: str | None
+    overwrite: bool
+
+
+def _clean_caption(text: str) -> str:
+    """NFC, control characters (newlines included) as spaces, runs of spaces as one, stripped."""
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in unicodedata.normalize("NFC", text))
+    return " ".join(text.split())
+
+
+def _blank(entries: list[str]) -> bool:
+    """No description: nothing, whitespace (cameras pad with spaces and NULs), or a camera placeholder."""
+    return all(not (t := _clean_caption(e)) or t.upper() in _CAMERA_PLACEHOLDERS for e in entries)
+
+
+def _is(entries: list[str], text: str | None) -> bool:
+    """The storage holds exactly ``text`` (one entry: another language beside it makes it the user's)."""
+    return text is not None and len(entries) == 1 and _clean_caption(entries[0]) == text
+
+
+def _caption_entry(s: _Storage, text: str) -> str | None:
+    """``text`` as storage ``s`` can hold it, or None where it cannot (non-ASCII EXIF, long IPTC)."""
+    if (s.ascii and not text.isascii()) or (s.max_bytes and len(text.encode()) > s.max_bytes):
+        return None
+    return text
+
+
+def _plan_caption(values: dict[_Storage, list[str]], writable: tuple[_Storage, ...], change: _CaptionChange,
+                  foreign: list[list[str]]) -> tuple[dict[_Storage, list[str]], CaptionStatus]:
+    """New text per caption storage, and the outcome. ``foreign``: descriptions ramcli cannot write but
+    must respect (legacy IPTC, a sidecar photo's embedded ones)."""
+    held = [values[s] for s in writable if s in values] + foreign
+    users = [e for e in held if not _blank(e) and not _is(e, change.previous) and not _is(e, change.text)]
+    plan: dict[_Storage, list[str]] = {}
+    if change.text is None:  # untag: ours out, wherever it is still exactly ours
+        plan = {s: [] for s in writable if _is(values.get(s, []), change.previous)}
+        return plan, "removed" if plan else ("kept" if users else "unchanged")
+    if users and not change.overwrite:
+        return {}, "kept"
+    for s in writable:
+        old = values.get(s, [])
+        entry = _caption_entry(s, change.text)
+        if entry is None:  # this storage cannot hold it: a stale text of ours (or, overwriting, theirs) goes
+            if old and (_is(old, change.previous) or (change.overwrite and not _blank(old))):
+                plan[s] = []
+        elif not (s.if_present and _blank(old)) and old != [entry]:
+            plan[s] = [entry]
+    return plan, "written" if plan else "unchanged"
+
+
+def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions,
+            caption: _CaptionChange | None = None) -> WriteResult:
     """Read the target, plan per storage, and write only if the plan is not empty."""
     stale = [k for k in previous if k not in ours]
     side = storage_for(path, opts) == "sidecar"
@@ -229,16 +346,31 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     data = _guard(Path.read_bytes, real) if before else _EMPTY_XMP
     if side and before and not _writable(real):
         raise ImageError("its sidecar is read-only", path=real, hint="make it writable to update the keywords")
-    values, kind, iptc_ok = _snapshot(data, real, STORAGES["sidecar"] if side else None)
+    values, kind, iptc_ok = _snapshot(data, real, STORAGES["sidecar"] if side else None, captions=caption is not None)
+    foreign = _embedded_captions(path) if side and caption is not None else []
     if not iptc_ok:
         del values[IPTC]  # legacy 8-bit IPTC: read it, never rewrite it
+        if IPTC_CAPTION in values:
+            foreign.append(values.pop(IPTC_CAPTION))
     plan = _plan(values, tuple(s for s in STORAGES[kind] if s in values), ours, stale, opts.hierarchical_root)
+    status: CaptionStatus | None = None
+    if caption is not None:
+        caption_plan, status = _plan_caption(values, tuple(s for s in CAPTIONS[kind] if s in values), caption,
+                                             foreign)
+        plan.update(caption_plan)
     carried = {_fold(v) for s in _PLAIN for v in values.get(s, [])}
     exact = {unicodedata.normalize("NFC", v) for s in _PLAIN for v in values.get(s, [])}
     result = WriteResult(path, real, side, [k for k in ours if _fold(k) not in carried],
-                         [k for k in stale if k in exact], bool(plan))
-    if not plan:
-        return result
+                         [k for k in stale if k in exact], bool(plan), status)
+    if plan:
+        _write(path, real, data, kind, plan, before=before, photo_st=photo_st, opts=opts)
+    return result
+
+
+def _write(path: Path, real: Path, data: bytes, kind: str, plan: dict[_Storage, list[str]], *,
+           before: tuple[int, int, int] | None, photo_st: os.stat_result, opts: WriteOptions) -> None:
+    """Apply ``plan`` to ``data`` and put the result at ``real`` (the photo or its sidecar), safely."""
+    side = kind == "sidecar"
     if side and not _writable(real.parent):
         raise ImageError("its folder is read-only, so no sidecar can be written", path=path,
                          hint="make the folder writable, or tag a writable copy")
@@ -252,14 +384,35 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
             except OSError as exc:
                 raise ImageError(f"could not delete its emptied sidecar ({exc.strerror})", path=real) from None
         _fsync_dir(real.parent)
-        return result
+        return
     if pixels is not None and _image_digest(out, kind, real, validate=False) != pixels:
         raise ImageError("writing metadata would change the image data; file left untouched", path=path,
                          hint="please report this file; use --sidecar meanwhile")
     mode = stat.S_IMODE(photo_st.st_mode) & 0o666 | stat.S_IWUSR  # a new sidecar: like its photo, but writable
     times = None if side or opts.touch else (photo_st.st_atime_ns, photo_st.st_mtime_ns)  # as before our read
     _atomic_write(real, out, before, times=times, new_mode=mode, path=path)
-    return result
+
+
+def _embedded_captions(path: Path) -> list[list[str]]:
+    """Descriptions embedded in a photo whose storage is its sidecar (HEIC, RAW, read-only, --sidecar):
+    apps that read the sidecar would hide them behind ours, so they count as the user's. Best effort:
+    what exiv2 cannot read (many RAW/HEIC files) is no description."""
+    try:
+        values, _, _ = _snapshot(_guard(Path.read_bytes, path), path, CAPTIONS["jpeg"])
+    except ImageError:
+        return []
+    return [v for v in values.values() if v]
+
+
+def _captions_in(path: Path, *, required: bool) -> list[str]:
+    """The non-blank descriptions in one file, best storage first; ``required``: errors are raised."""
+    try:
+        values, _, _ = _snapshot(_guard(Path.read_bytes, path), path, CAPTIONS["jpeg"])
+    except ImageError:
+        if required:
+            raise
+        return []
+    return [_clean_caption(v[0]) for s in CAPTIONS["jpeg"] if (v := values.get(s)) and not _blank(v[:1])]
 
 
 # --- exiv2 --------------------------------------------------------------------------------------------
@@ -281,6 +434,51 @@ def _as_list(value: object) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
+def _alt_list(value: object) -> list[str]:
+    """An XMP language alternative as a list, its x-default text first."""
+    if isinstance(value, dict):
+        texts = [str(v) for k, v in value.items() if k != _XDEFAULT]
+        return [str(value[_XDEFAULT]), *texts] if _XDEFAULT in value else texts
+    return _as_list(value)
+
+
+def _exif_text(value: object) -> list[str]:
+    """An EXIF ASCII value read as latin-1 (bytes kept): UTF-8 where it decodes as such (what other
+    tools write in practice), else the bytes as latin-1; NUL padding dropped."""
+    if not isinstance(value, str):
+        return []
+    with suppress(UnicodeError):
+        value = value.encode("latin-1").decode("utf-8")
+    value = value.rstrip("\x00")
+    return [value] if value else []
+
+
+def _read_iptc(img: pyexiv2.ImageData) -> tuple[dict[str, object], bool]:
+    """IPTC, and whether it may be written (UTF-8 declared, or only ASCII so far)."""
+    try:
+        iptc = img.read_iptc()
+    except UnicodeDecodeError:  # legacy 8-bit IPTC
+        return img.read_iptc(encoding="latin-1"), False
+    ok = iptc.get("Iptc.Envelope.CharacterSet") == UTF8 or all(
+        v.isascii() for v in (x for k, val in iptc.items() if k != "Iptc.Envelope.CharacterSet" for x in _as_list(val)))
+    return iptc, ok
+
+
+def _read_exif(img: pyexiv2.ImageData, storages: tuple[_Storage, ...]) -> dict[_Storage, list[str]]:
+    """XPKeywords and ImageDescription, where asked; nothing when EXIF cannot be read (not ours to touch)."""
+    try:  # values are decoded from exiv2's numeric dump; latin-1 keeps odd 8-bit EXIF text from failing
+        exif = img.read_exif(encoding="latin-1")
+    except (UnicodeDecodeError, ValueError):  # odd-length UTF-16 XPKeywords
+        return {}
+    values: dict[_Storage, list[str]] = {}
+    if XP in storages:
+        raw = exif.get(XP.key) or ""
+        values[XP] = [p.strip() for p in str(raw).replace("\x00", "").split(";") if p.strip()]
+    if EXIF_DESC in storages:
+        values[EXIF_DESC] = _exif_text(exif.get(EXIF_DESC.key))
+    return values
+
+
 def _read_values(img: pyexiv2.ImageData, storages: tuple[_Storage, ...]) -> tuple[dict[_Storage, list[str]], bool]:
     """Current lists per storage, and whether IPTC may be written (UTF-8 declared, or only ASCII so far).
 
@@ -291,28 +489,21 @@ def _read_values(img: pyexiv2.ImageData, storages: tuple[_Storage, ...]) -> tupl
     xmp = img.read_xmp()
     for s in storages:
         if s.key.startswith("Xmp."):
-            values[s] = _as_list(xmp.get(s.key))
-    if IPTC in storages:
-        try:
-            iptc = img.read_iptc()
-            iptc_ok = iptc.get("Iptc.Envelope.CharacterSet") == UTF8 or all(
-                v.isascii() for v in (x for k, val in iptc.items() if k != "Iptc.Envelope.CharacterSet"
-                                      for x in _as_list(val)))
-        except UnicodeDecodeError:  # legacy 8-bit IPTC
-            iptc, iptc_ok = img.read_iptc(encoding="latin-1"), False
-        values[IPTC] = _as_list(iptc.get(IPTC.key))
-    if XP in storages:
-        try:  # values are decoded from exiv2's numeric dump; latin-1 keeps odd 8-bit EXIF text from failing
-            raw = img.read_exif(encoding="latin-1").get(XP.key) or ""
-            values[XP] = [p.strip() for p in raw.replace("\x00", "").split(";") if p.strip()]
-        except (UnicodeDecodeError, ValueError):  # odd-length UTF-16: not ours to touch
-            pass
+            values[s] = _alt_list(xmp.get(s.key)) if s.alt else _as_list(xmp.get(s.key))
+    if any(s.key.startswith("Iptc.") for s in storages):
+        iptc, iptc_ok = _read_iptc(img)
+        values.update({s: _as_list(iptc.get(s.key)) for s in storages if s.key.startswith("Iptc.")})
+    if any(s.key.startswith("Exif.") for s in storages):
+        values.update(_read_exif(img, storages))
     return values, iptc_ok
 
 
-def _snapshot(data: bytes, path: Path,
-              storages: tuple[_Storage, ...] | None) -> tuple[dict[_Storage, list[str]], str, bool]:
-    """Keyword lists of a file, its kind ("jpeg", ... or "sidecar"), IPTC writable; storages=None: by kind."""
+def _snapshot(data: bytes, path: Path, storages: tuple[_Storage, ...] | None,
+              *, captions: bool = False) -> tuple[dict[_Storage, list[str]], str, bool]:
+    """Keyword lists of a file, its kind ("jpeg", ... or "sidecar"), IPTC writable; storages=None: by kind.
+
+    ``captions`` adds the kind's caption storages (read only when a call involves a caption).
+    """
     with _LOCK:
         img = _open(data, path)
         try:
@@ -320,7 +511,8 @@ def _snapshot(data: bytes, path: Path,
             kind = "sidecar" if mime == "application/rdf+xml" else _MIME.get(mime)
             if storages is None and kind in (None, "sidecar"):
                 raise ImageError(f"cannot embed keywords in {mime} files", path=path, hint="use --sidecar")
-            values, iptc_ok = _read_values(img, storages or STORAGES[kind])  # type: ignore[index]
+            wanted = (storages or STORAGES[kind]) + (CAPTIONS[kind or "sidecar"] if captions else ())  # type: ignore[index]
+            values, iptc_ok = _read_values(img, wanted)
         except (RuntimeError, UnicodeDecodeError) as exc:
             raise ImageError(f"unreadable metadata ({_first_line(exc)})", path=path) from None
         finally:
@@ -338,17 +530,13 @@ def _apply(data: bytes, path: Path, kind: str, plan: dict[_Storage, list[str]]) 
     with _LOCK:
         img = _open(data, path)
         try:
-            iptc: dict[str, object] = {}
-            if IPTC in plan:
-                iptc = {"Iptc.Envelope.CharacterSet": UTF8} if plan[IPTC] else {}
-                iptc[IPTC.key] = plan[IPTC] or None
-            if kind == "sidecar" and DC in plan:  # exiv2 turns a sidecar's in-memory IPTC back into dc:subject
-                iptc[IPTC.key] = plan[DC] or None
+            iptc, exif = _iptc_exif_changes(plan, kind)
             if iptc:
                 img.modify_iptc(iptc)
-            if XP in plan:
-                img.modify_exif({XP.key: ";".join(plan[XP]) + "\x00" if plan[XP] else None})
-            xmp = {s.key: (v or None) for s, v in plan.items() if s.key.startswith("Xmp.")}
+            if exif:
+                img.modify_exif(exif)
+            xmp = {s.key: ({_XDEFAULT: v[0]} if s.alt else v) if v else None
+                   for s, v in plan.items() if s.key.startswith("Xmp.")}
             emptied = False
             if xmp:
                 img.modify_xmp(xmp)
@@ -369,11 +557,37 @@ def _apply(data: bytes, path: Path, kind: str, plan: dict[_Storage, list[str]]) 
             raise ImageError(f"exiv2 could not write the metadata ({_first_line(exc)})", path=path) from None
         finally:
             img.close()
-    got = _snapshot(out, path, tuple(plan) if kind == "sidecar" else None)[0]
+    got = _snapshot(out, path, tuple(plan))[0]
     if any(got.get(s) != v for s, v in plan.items()):
-        raise ImageError("keywords did not read back as written; file left untouched", path=path,
+        raise ImageError("metadata did not read back as written; file left untouched", path=path,
                          hint="please report this file; use --sidecar meanwhile")
     return out
+
+
+def _iptc_exif_changes(plan: dict[_Storage, list[str]], kind: str) -> tuple[dict[str, object], dict[str, object]]:
+    """What ``plan`` sets in IPTC and EXIF (None deletes), with the IPTC UTF-8 declaration when text is added.
+
+    In a sidecar, exiv2 holds IPTC and EXIF copies of dc:subject/dc:description in memory and turns them
+    back into XMP when writing, so they are set to the planned values there too.
+    """
+    one = lambda s: plan[s][0] if plan[s] else None  # noqa: E731  # a caption storage's text or None
+    iptc: dict[str, object] = {}
+    exif: dict[str, object] = {}
+    if IPTC in plan:
+        iptc[IPTC.key] = plan[IPTC] or None
+    if IPTC_CAPTION in plan:
+        iptc[IPTC_CAPTION.key] = one(IPTC_CAPTION)
+    if kind != "sidecar" and any(v is not None for v in iptc.values()):
+        iptc = {"Iptc.Envelope.CharacterSet": UTF8, **iptc}
+    if XP in plan:
+        exif[XP.key] = ";".join(plan[XP]) + "\x00" if plan[XP] else None
+    if EXIF_DESC in plan:
+        exif[EXIF_DESC.key] = one(EXIF_DESC)
+    if kind == "sidecar" and DC in plan:
+        iptc[IPTC.key] = plan[DC] or None
+    if kind == "sidecar" and DESC in plan:
+        iptc[IPTC_CAPTION.key] = exif[EXIF_DESC.key] = one(DESC)
+    return iptc, exif
 
 
 # --- image data and files -----------------------------------------------------------------------------

@@ -33,11 +33,16 @@ class PhotoResult:
     tags: list[Tag] = field(default_factory=list)
     size: tuple[int, int] | None = None
     error: str | None = None
+    caption: str | None = None  # Tag2Text
 
     def as_dict(self) -> dict[str, object]:
         if self.error is not None:
             return {"path": printable(self.path), "model": self.model, "error": self.error}
-        return {"path": printable(self.path), "model": self.model, "tags": [t.as_dict() for t in self.tags]}
+        d: dict[str, object] = {"path": printable(self.path), "model": self.model,
+                                "tags": [t.as_dict() for t in self.tags]}
+        if self.caption is not None:
+            d["caption"] = self.caption
+        return d
 
 
 def resolve_model(name: str | None, *, download: bool, report: Report) -> store.InstalledModel:
@@ -59,8 +64,13 @@ CUSTOM_FAMILIES = frozenset({"ram_plus", "ram"})  # tag heads queried with CLIP 
 
 
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
-                index_file: Path | None = None) -> Tagger:
-    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``."""
+                index_file: Path | None = None, caption_tags: list[str] | None = None) -> Tagger:
+    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``.
+    Tag2Text gets its captioning runtime behind the same interface (``caption_tags``: the user's guide)."""
+    if model.family == "tag2text":
+        from .caption import CaptionTagger, Tag2Text
+
+        return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
     vocab = Vocabulary.builtin(model)
     if index_file is not None and index_file.exists() and model.family in CUSTOM_FAMILIES:
         from . import custom
@@ -117,8 +127,9 @@ def tag_photos(paths: Iterable[Path], tagger: Tagger, selection: Selection, *,
             fill()
             done: dict[Path, PhotoResult] = {r.path: r for r in errors}
             if batch:
-                _, logits = tagger.infer(np.stack([x for _, x, _ in batch]))
-                for (p, _, size), row in zip(batch, logits, strict=True):
-                    done[p] = PhotoResult(p, name, tagger.tags(row, selection), size=size)
+                embeds, logits = tagger.infer(np.stack([x for _, x, _ in batch]))
+                captions = tagger.captions(embeds, logits)
+                for (p, _, size), row, caption in zip(batch, logits, captions, strict=True):
+                    done[p] = PhotoResult(p, name, tagger.tags(row, selection), size=size, caption=caption)
             for p in order:
                 yield done[p]

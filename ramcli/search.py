@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,7 +142,8 @@ class Searcher:
 
     def __init__(self, index: Index, model: str, vocab: Vocabulary, *, encoder_name: str | None = None,
                  text_embed: Callable[[], Callable[[list[str]], np.ndarray]] | None = None,
-                 tag_head: Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None) -> None:
+                 tag_head: Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None,
+                 clip_space: bool = True) -> None:
         """``text_embed`` and ``tag_head`` are factories, called only when a query needs them."""
         self.index = index
         self.model = model
@@ -150,6 +151,7 @@ class Searcher:
         self.encoder_name = encoder_name
         self._text_embed = text_embed
         self._tag_head = tag_head
+        self.clip_space = clip_space
 
     # ---- data
     def _filters(self, opts: SearchOptions) -> tuple[str, list[object]]:
@@ -257,8 +259,38 @@ class Searcher:
         self.index.cache_query(self.encoder_name, text, emb)
         return emb
 
+    def caption_hits(self, query: str) -> set[str]:
+        """Images whose caption (Tag2Text) holds every word of the query."""
+        words = _WORDS.findall(_fold(query))
+        if not words:
+            return set()
+        cond = " and ".join(["(' ' || lower(caption) || ' ') like ?"] * len(words))
+        return {r[0] for r in self.index.db.execute(
+            f"select hash from images where model = ? and caption is not null and {cond}",
+            [self.model, *(f"% {w} %" for w in words)])}
+
+    def text_search(self, tags: list[str], captioned: set[str], opts: SearchOptions) -> list[Hit]:
+        """For a model without CLIP embeddings (Tag2Text): tag hits plus one hit for a caption that
+        holds the whole query, then the mean stored tag score."""
+        found = {h.path: h for h in (self.tag_search(tags, replace(opts, limit=1 << 30)) if tags else [])}
+        if captioned:
+            where, args = self._filters(opts)
+            hashes = sorted(captioned)
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                for path, hash_, taken in self.index.db.execute(
+                        "select p.path, p.hash, i.taken_at from photos p join images i on i.hash = p.hash and "
+                        f"i.model = p.model where p.model = ? and p.hash in ({','.join('?' * len(chunk))}) {where}",
+                        [self.model, *chunk, *args]):
+                    hit = found.setdefault(path, Hit(path, 0.0, "caption", 0, None, taken, self.top_tags(hash_)))
+                    hit.hits += 1
+        ranked = sorted(found.values(), key=lambda h: (-h.hits, -h.score, h.path))
+        return ranked[: opts.limit]
+
     def search(self, query: str, opts: SearchOptions) -> list[Hit]:
         tags, open_words = self.vocab.match(query)
+        if not self.clip_space:  # Tag2Text: words in tags and captions, nothing open-set
+            return self.text_search(tags, self.caption_hits(query), opts)
         if tags and not open_words:  # a query of tag names only: no text encoder, no embeddings
             return self.tag_search(tags, opts)
         import numpy as np
@@ -380,7 +412,8 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
 
     return Searcher(index, name, vocab, encoder_name=encoder.name if encoder else None,
                     text_embed=text_embed if encoder else None,
-                    tag_head=tag_head if ram is not None and ram.family == "ram_plus" else None)
+                    tag_head=tag_head if ram is not None and ram.family == "ram_plus" else None,
+                    clip_space=not (ram is not None and ram.family == "tag2text"))
 
 
 def like_embedding(searcher: Searcher, photo: Path) -> np.ndarray:

@@ -77,6 +77,12 @@ class Tagger:
             return self.engine.logits(image_embeds, self.vocab.tag_embeds(image_embeds))
         return np.concatenate([self.engine.logits(e[None], self.vocab.tag_embeds(e[None])) for e in image_embeds])
 
+    clip_space = True  # the image embeddings' token 0 is a CLIP embedding (search, add-tag use it)
+
+    def captions(self, image_embeds: np.ndarray, logits: np.ndarray) -> list[str | None]:
+        """RAM and RAM++ write no captions (Tag2Text does: ``caption.CaptionTagger``)."""
+        return [None] * len(logits)
+
     def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
         """Tags of one image from its (T,) logits."""
         v = self.vocab

@@ -30,7 +30,17 @@ class TextEncoder:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         ids = self.tokenizer(texts)
-        if self.model.meta.get("variable_length"):  # exact: causal attention, read at end-of-text
-            ids = ids[:, : max(1, int((ids != 0).sum(axis=1).max(initial=1)))]
-        parts = [self.session.run(None, {"ids": ids[i:i + BATCH]})[0] for i in range(0, len(ids), BATCH)]
-        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 512), np.float32)
+        out = np.zeros((len(ids), 512), np.float32)
+        if not self.model.meta.get("variable_length"):  # an older export: always 77 tokens
+            for i in range(0, len(ids), BATCH):
+                out[i:i + BATCH] = self.session.run(None, {"ids": ids[i:i + BATCH]})[0]
+            return out
+        # Each batch is cut after its longest text's end-of-text (exact: causal attention, read at
+        # end-of-text), and texts are batched by length so short ones do not pay for long ones.
+        lengths = (ids != 0).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        for i in range(0, len(ids), BATCH):
+            rows = order[i:i + BATCH]
+            n = max(1, int(lengths[rows].max()))
+            out[rows] = self.session.run(None, {"ids": np.ascontiguousarray(ids[rows, :n])})[0]
+        return out

@@ -136,9 +136,10 @@ def test_pull_without_network_is_one_clear_line() -> None:
     assert len(errors) == 1 and "cannot download" in errors[0] and "Traceback" not in result.stderr
 
 
-def test_unsupported_model_pull() -> None:
+def test_pull_offline_says_what_to_do() -> None:
     result = run_cli("models", "pull", "tag2text_swin_14m")
-    assert result.returncode == 1 and "cannot be converted by this version" in result.stderr
+    assert result.returncode == 1 and "offline: cannot download tag2text_swin_14m weights" in result.stderr
+    assert "ramcli models import" in result.stderr
 
 
 def test_import_corrupt_checkpoint(tmp_path: Path, tiny_checkpoint: dict) -> None:

@@ -24,7 +24,15 @@ from PIL import Image, ImageCms, ImageSequence
 from conftest import SHARED
 from ramcli import metadata
 from ramcli.errors import ImageError
-from ramcli.metadata import WriteOptions, read_keywords, remove_keywords, sidecar_path, storage_for, write_keywords
+from ramcli.metadata import (
+    WriteOptions,
+    read_caption,
+    read_keywords,
+    remove_keywords,
+    sidecar_path,
+    storage_for,
+    write_keywords,
+)
 
 EXIFTOOL = shutil.which("exiftool")
 KW = ["dog", "修道院", "café"]
@@ -569,3 +577,208 @@ def test_wrong_extension_is_written_as_what_the_file_is(tmp_path: Path) -> None:
     write_keywords(photo, KW, [])
     assert frames(photo) == frames(source) and read_keywords(photo) == set(KW)
     assert fields(photo)["xp"] == []  # PNG storages: XMP + IPTC
+
+
+# --- captions ------------------------------------------------------------------------------------------
+
+CAPTION = "a dog sitting on a wooden bench"
+DESCRIPTION_TAGS = ("XMP-dc:Description", "IFD0:ImageDescription", "IPTC:Caption-Abstract")
+
+
+def descriptions(path: Path) -> dict[str, str]:
+    """The description fields exiftool finds in ``path`` (missing ones left out)."""
+    d = exiftool(path)
+    return {k: str(d[k]) for k in DESCRIPTION_TAGS if k in d}
+
+
+def add_user_description(path: Path, text: str, *tags: str) -> None:
+    need_exiftool()
+    args = [f"-{t}={text}" for t in tags or ("XMP-dc:Description", "EXIF:ImageDescription")]
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", "-codedcharacterset=utf8", *args, str(path)],
+                   check=True, timeout=60)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".tif", ".png", ".webp"])
+def test_caption_storages_per_format(tmp_path: Path, ext: str) -> None:
+    photo = make_photo(tmp_path / f"caption{ext}")
+    before, raw, mtime = frames(photo), photo.read_bytes(), photo.stat().st_mtime_ns
+    exif_ok = ext in (".jpg", ".tif")
+
+    result = write_keywords(photo, KW, [], caption=CAPTION)
+
+    assert (result.changed, result.caption_status, result.added) == (True, "written", KW)
+    assert frames(photo) == before and photo.stat().st_mtime_ns == mtime
+    if ext == ".jpg":
+        assert scan_data(photo.read_bytes()) == scan_data(raw)
+    assert read_caption(photo) == CAPTION and read_keywords(photo) == set(KW)
+    want = {"XMP-dc:Description": CAPTION, **({"IFD0:ImageDescription": CAPTION} if exif_ok else {})}
+    assert descriptions(photo) == want
+    packet = subprocess.run([EXIFTOOL, "-b", "-XMP", str(photo)], capture_output=True, check=True).stdout
+    assert re.search(rb'<dc:description>\s*<rdf:Alt>\s*<rdf:li xml:lang="x-default">', packet)
+
+    data = photo.read_bytes()
+    again = write_keywords(photo, KW, KW, caption=CAPTION, previous_caption=CAPTION)
+    assert (again.changed, again.caption_status) == (False, "unchanged") and photo.read_bytes() == data
+
+    gone = remove_keywords(photo, KW, previous_caption=CAPTION)
+    assert (gone.changed, gone.caption_status, gone.removed) == (True, "removed", KW)
+    assert descriptions(photo) == {} and read_caption(photo) is None and read_keywords(photo) == set()
+    assert frames(photo) == before
+    assert "Warning" not in exiftool(photo, "-validate", "-warning")
+
+
+def test_caption_and_keywords_are_one_rewrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    photo = make_photo(tmp_path / "once.jpg")
+    writes: list[Path] = []
+    real = metadata._atomic_write
+
+    def counting(target: Path, *args: object, **kwargs: object) -> None:
+        writes.append(target)
+        real(target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metadata, "_atomic_write", counting)
+    write_keywords(photo, KW, [], caption=CAPTION)
+    assert writes == [photo]
+    write_keywords(photo, KW, KW, caption="a cat", previous_caption=CAPTION)  # caption only: still one
+    assert writes == [photo, photo] and read_caption(photo) == "a cat"
+
+
+def test_new_caption_replaces_ramcli_previous_one(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "rerun.jpg")
+    write_keywords(photo, ["dog"], [], caption=CAPTION)
+    result = write_keywords(photo, ["dog"], ["dog"], caption="a brown dog", previous_caption=CAPTION)
+    assert (result.changed, result.caption_status) == (True, "written")
+    assert descriptions(photo) == {"XMP-dc:Description": "a brown dog", "IFD0:ImageDescription": "a brown dog"}
+
+
+def test_unicode_caption_is_xmp_only_and_round_trips(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "unicode.jpg")
+    write_keywords(photo, [], [], caption=CAPTION)
+    text = "ein Hund vor dem Café, 修道院 — « quoted »"
+
+    result = write_keywords(photo, [], [], caption=text, previous_caption=CAPTION)
+
+    assert result.caption_status == "written"
+    assert descriptions(photo) == {"XMP-dc:Description": text}  # our stale ASCII EXIF copy went with it
+    assert read_caption(photo) == text
+    remove_keywords(photo, [], previous_caption=text)
+    assert descriptions(photo) == {}
+
+
+def test_read_caption_of_a_missing_photo_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="file not found"):
+        read_caption(tmp_path / "gone.heic")
+
+
+def test_caption_text_is_cleaned(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "clean.jpg")
+    write_keywords(photo, [], [], caption="  a dog\non a\tbench  cafe\u0301 ")
+    assert read_caption(photo) == "a dog on a bench café"
+    emptied = write_keywords(photo, [], [], caption="", previous_caption="a dog on a bench café")
+    assert emptied.caption_status == "removed"
+    assert read_caption(photo) is None
+
+
+@pytest.mark.parametrize("tags", [("XMP-dc:Description", "EXIF:ImageDescription"), ("EXIF:ImageDescription",),
+                                  ("IPTC:Caption-Abstract",), ("XMP-dc:Description",)])
+def test_user_description_is_kept_and_survives_untag(tmp_path: Path, tags: tuple[str, ...]) -> None:
+    photo = make_photo(tmp_path / "user.jpg")
+    add_user_description(photo, "Grandma's garden, 1998", *tags)
+    theirs = descriptions(photo)
+
+    result = write_keywords(photo, KW, [], caption=CAPTION)
+
+    assert (result.changed, result.caption_status) == (True, "kept")  # the keywords were still written
+    assert descriptions(photo) == theirs and fields(photo)["dc"] == KW
+    assert read_caption(photo) == "Grandma's garden, 1998"
+    untag = remove_keywords(photo, KW, previous_caption=CAPTION)
+    assert (untag.caption_status, descriptions(photo)) == ("kept", theirs)
+
+
+def test_overwrite_description_replaces_the_user_one(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "overwrite.jpg")
+    add_user_description(photo, "old words", "XMP-dc:Description", "EXIF:ImageDescription", "IPTC:Caption-Abstract")
+    with pyexiv2.Image(str(photo)) as img:  # a translation beside x-default: replaced along with it
+        img.modify_xmp({"Xmp.dc.description": {'lang="x-default"': "old words", 'lang="de-DE"': "alte Worte"}})
+
+    result = write_keywords(photo, [], [], caption=CAPTION, overwrite_description=True)
+
+    assert result.caption_status == "written"
+    assert descriptions(photo) == dict.fromkeys(DESCRIPTION_TAGS, CAPTION)  # IPTC kept in step: it was there
+    assert "XMP-dc:Description-de-DE" not in exiftool(photo)
+    assert remove_keywords(photo, [], previous_caption=CAPTION).caption_status == "removed"
+    assert descriptions(photo) == {}
+
+
+def test_description_edited_after_ramcli_is_the_users(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "edited.jpg")
+    write_keywords(photo, ["dog"], [], caption=CAPTION)
+    add_user_description(photo, "Rex on the bench", "XMP-dc:Description")  # EXIF still holds ours
+
+    rerun = write_keywords(photo, ["dog"], ["dog"], caption="a brown dog", previous_caption=CAPTION)
+    assert (rerun.changed, rerun.caption_status) == (False, "kept")
+    untag = remove_keywords(photo, ["dog"], previous_caption=CAPTION)
+    assert untag.caption_status == "removed"  # only our untouched EXIF copy went
+    assert descriptions(photo) == {"XMP-dc:Description": "Rex on the bench"}
+
+
+def test_camera_placeholder_is_not_a_description(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "olympus.jpg")
+    exif = piexif.load(photo.read_bytes())
+    exif["0th"][piexif.ImageIFD.ImageDescription] = b"OLYMPUS DIGITAL CAMERA         "
+    piexif.insert(piexif.dump(exif), str(photo))
+    assert read_caption(photo) is None
+
+    assert write_keywords(photo, [], [], caption=CAPTION).caption_status == "written"
+    assert descriptions(photo) == {"XMP-dc:Description": CAPTION, "IFD0:ImageDescription": CAPTION}
+
+
+def test_caption_none_leaves_descriptions_alone(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "none.jpg")
+    write_keywords(photo, ["dog"], [], caption=CAPTION)
+    result = write_keywords(photo, ["cat"], ["dog"], previous_caption=CAPTION)  # no caption this run
+    assert (result.changed, result.caption_status) == (True, None)
+    assert read_caption(photo) == CAPTION
+    assert remove_keywords(photo, ["cat"]).caption_status is None and read_caption(photo) == CAPTION
+
+
+@pytest.mark.parametrize("naming", ["ext", "stem"])
+def test_caption_in_heic_sidecar(tmp_path: Path, naming: str) -> None:
+    photo = make_photo(tmp_path / "phone.heic")
+    raw = photo.read_bytes()
+    opts = WriteOptions(sidecar_name=naming)
+
+    result = write_keywords(photo, KW, [], opts, caption="un chien, café")
+
+    side = sidecar_path(photo, opts)
+    assert (result.sidecar, result.target, result.caption_status) == (True, side, "written")
+    assert photo.read_bytes() == raw
+    assert descriptions(side) == {"XMP-dc:Description": "un chien, café"} and fields(side)["dc"] == KW
+    assert read_caption(photo, opts) == "un chien, café"
+    again = write_keywords(photo, KW, KW, opts, caption="a dog", previous_caption="un chien, café")
+    assert again.caption_status == "written" and descriptions(side) == {"XMP-dc:Description": "a dog"}
+    gone = remove_keywords(photo, KW, opts, previous_caption="a dog")
+    assert gone.caption_status == "removed" and not side.exists()  # nothing else was in it
+
+
+def test_sidecar_caption_respects_the_photo_embedded_description(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "locked.jpg")
+    add_user_description(photo, "Our wedding")
+    photo.chmod(0o444)  # read-only: its sidecar is written instead, and apps reading it would hide the photo's
+
+    result = write_keywords(photo, ["dog"], [], caption=CAPTION)
+
+    assert (result.sidecar, result.caption_status) == (True, "kept")
+    assert "XMP-dc:Description" not in descriptions(result.target) and fields(result.target)["dc"] == ["dog"]
+    assert read_caption(photo) == "Our wedding"
+
+
+def test_user_sidecar_description_is_kept(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "shared.heic")
+    side = tmp_path / "shared.heic.xmp"
+    side.write_text(SIDECAR_XMP.format(kw="user kw"), encoding="utf-8")
+    add_user_description(side, "darktable note", "XMP-dc:Description")
+    assert write_keywords(photo, ["dog"], [], caption=CAPTION).caption_status == "kept"
+    assert descriptions(side) == {"XMP-dc:Description": "darktable note"}
+    assert remove_keywords(photo, ["dog"], previous_caption=CAPTION).caption_status == "kept"
+    assert side.exists() and descriptions(side) == {"XMP-dc:Description": "darktable note"}
