@@ -221,6 +221,9 @@ class CaptionTagger:
         embeds = self.model.encode(images)
         return embeds, self.model.logits(embeds)
 
+    def logits(self, image_embeds: np.ndarray) -> np.ndarray:
+        return self.model.logits(image_embeds)
+
     def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
         scores = sigmoid(logits)
         return [Tag(int(i), self.model.names[i], None, float(scores[i]))

@@ -696,6 +696,56 @@ def tags_import(
         raise typer.Exit(1)
 
 
+# -------------------------------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model to measure (default: RAM++).")] = None,
+    photos: Annotated[Path | None, typer.Option("--photos", help="A folder of your photos (copies are "
+                                                                 "written to; yours are not touched).")] = None,
+    synthetic: Annotated[int, typer.Option("--synthetic", min=1, help="Without --photos: this many generated "
+                                                                      "1024x768 JPEGs.")] = 16,
+    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Photos per inference batch.")] = 4,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: all cores).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure tagging on this machine: photos/s, ms per stage, provider, threads, peak memory.
+
+    Example: `ramcli bench --synthetic 32 --batch 8 --threads 2 --json`
+    """
+    import tempfile
+
+    from .bench import run_bench, synthetic_photos
+    from .engine import EngineOptions
+    from .pipeline import resolve_model
+    from .scan import iter_photos
+
+    if device not in {"auto", "cpu", "cuda"}:
+        _fail(UsageError(f"--device must be auto, cpu or cuda, not {device!r}"))
+    with _errors(), tempfile.TemporaryDirectory(prefix="ramcli-bench-") as tmp:
+        installed = resolve_model(model, download=False, report=_say)
+        files = [p for p in iter_photos([photos], []) if isinstance(p, Path)] if photos else \
+            synthetic_photos(Path(tmp), synthetic)
+        if not files:
+            raise RamcliError("no photos to measure", path=photos, hint="give a folder with photos, or --synthetic N")
+        with _progress() as bar:
+            task = bar.add_task("measuring", total=len(files), rate="")
+            result = run_bench(installed, files, batch=batch, engine=EngineOptions(device=device, threads=threads),
+                               report=lambda m: err().print(f"[red]error:[/] {escape(m)}"),
+                               on_photo=lambda: bar.update(task, advance=1))
+    if json_out:
+        _emit_json(result)
+    else:
+        table = _table(show_header=False, box=None)
+        for k, v in result.items():
+            table.add_row(k, ", ".join(f"{s} {ms}" for s, ms in v.items()) if isinstance(v, dict) else str(v))
+        out().print(table)
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------------- models
 
 

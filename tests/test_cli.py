@@ -210,3 +210,20 @@ def test_tagging_imports_no_torch(tiny_model, library: dict) -> None:
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "onnxruntime" in imported  # the check itself works
     assert not {m for m in imported if m.split(".")[0] in {"torch", "torchvision", "open_clip", "timm"}}
+
+
+def test_bench_measures_stages_on_copies(tiny_model, tmp_path: Path) -> None:
+    res = run_cli("bench", "-m", "tiny_ram_plus", "--synthetic", "3", "--batch", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["photos"] == 3 and got["provider"] == "CPU" and got["peak_rss_mb"] > 50
+    assert set(got["ms_per_photo"]) == {"decode", "encoder", "head", "metadata", "index"}
+    assert all(v > 0 for v in got["ms_per_photo"].values())
+    assert abs(1 / got["photos_per_s"] - got["s_per_photo"]) < 0.01
+
+    good = make_photo(tmp_path / "mine.jpg", (200, 150), seed=5)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    before = good.read_bytes()
+    res = run_cli("bench", "-m", "tiny_ram_plus", "--photos", str(tmp_path), "--json")
+    assert res.returncode == 1 and "broken.jpg" in res.stderr
+    assert json.loads(res.stdout)["photos"] == 1 and good.read_bytes() == before  # only a copy was written
