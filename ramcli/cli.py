@@ -422,12 +422,13 @@ NoWriteOpt = Annotated[bool, typer.Option("--no-write", help="Update the index o
 
 
 @contextmanager
-def _tag_index(index: Path | None, *, writer: bool = True) -> Iterator[Any]:
+def _tag_index(index: Path | None, *, writer: bool = True, create: bool = False) -> Iterator[Any]:
+    """The index the vocabulary lives in; ``create``: a new library may get its tags before its photos."""
     from .config import index_path
     from .index import open_index
 
     path = index or index_path()
-    if not path.is_file():
+    if not path.is_file() and not create:
         raise RamcliError("there is no index yet", path=path, hint="run `ramcli tag ~/Photos` first")
     ix = open_index(path, writer=writer)
     try:
@@ -494,7 +495,7 @@ def add_tag(
     """
     from . import tagops
 
-    with _errors(), _tag_index(index) as ix:
+    with _errors(), _tag_index(index, create=True) as ix:
         wanted = tagops.specs(name, description or [], descriptions_file, threshold, zh, parent)
         tags = tagops.define(ix, wanted, _say)
         if json_out:
@@ -688,7 +689,7 @@ def tags_import(
     """
     from . import custom, tagops
 
-    with _errors(), _tag_index(index) as ix:
+    with _errors(), _tag_index(index, create=True) as ix:
         tags = tagops.import_vocabulary(ix, file, _say)
         off = sorted(custom.disabled(ix))
         failed = _apply(ix, tags, [], no_write, json_out, removed_builtin=off)

@@ -208,7 +208,7 @@ def test_bad_input_is_one_clear_line(library: dict, tmp_path: Path) -> None:
     res = run_cli("add-tag", "--descriptions-file", str(bad), *idx)
     assert res.returncode == 1 and str(bad) in res.stderr and "is not valid JSON" in res.stderr
     assert run_cli("add-tag", "a|b", *idx).returncode == 1
-    assert "there is no index yet" in run_cli("add-tag", "x", "--index", str(tmp_path / "none.db")).stderr
+    assert "there is no index yet" in run_cli("tags", "remove", "x", "--index", str(tmp_path / "none.db")).stderr
 
 
 def test_authors_llm_description_file(library: dict, tmp_path: Path) -> None:

@@ -73,6 +73,20 @@ def export_onnx(model: RamModel, out: Path) -> None:
             {"image_embeds": {0: "batch"}, "tag_embeds": {0: "batch", 1: "tags"}, "logits": {0: "batch", 1: "tags"}})
 
 
+def provenance(checkpoint: Path, image_size: int, started: float, source: dict[str, Any] | None) -> dict[str, Any]:
+    """The meta.json fields every converted image model has: its preprocessing (the authors'
+    transform, plus EXIF orientation), where it came from (sha256) and how it was made."""
+    return {
+        "preprocess": {"image_size": image_size, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                       "resize": "bilinear", "exif_orientation": True},
+        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
+                   "bytes": checkpoint.stat().st_size, **(source or {})},
+        "converted_by": f"ramcli {__version__}, torch {torch.__version__}",
+        "export_seconds": round(time.perf_counter() - started, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
     """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
     from PIL import Image
@@ -161,13 +175,7 @@ def import_checkpoint(
             "architecture": {"swin": {k: v for k, v in asdict(cfg.swin).items() if k != "extra"},
                              "tag_head": asdict(cfg.head), "embed_dim": cfg.embed_dim,
                              "num_tokens": cfg.swin.num_tokens},
-            "preprocess": {"image_size": cfg.swin.image_size, "mean": [0.485, 0.456, 0.406],
-                           "std": [0.229, 0.224, 0.225], "resize": "bilinear", "exif_orientation": True},
-            "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
-                       "bytes": checkpoint.stat().st_size, **(source or {})},
-            "converted_by": f"ramcli {__version__}, torch {torch.__version__}",
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **provenance(checkpoint, cfg.swin.image_size, t0, source),
         }
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         report("checking ONNX against PyTorch")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, store
+from .. import store
 from ..beam_search import beam_search
 from ..caption import (
     DECODER_CROSS,
@@ -48,11 +48,10 @@ from ..caption import (
 )
 from ..engine import EngineOptions
 from ..errors import CheckpointError, RamcliError
-from ..hashing import sha256_file
 from ..tagging import sigmoid
 from ..wordpiece import ADDED_TOKENS, WordPiece
 from .checkpoint import load_state_dict
-from .export import PARITY_TOLERANCE, _copy_text, export_graph, parity_images
+from .export import PARITY_TOLERANCE, _copy_text, export_graph, parity_images, provenance
 from .tag2text import Tag2TextModel, build_model, infer_config, remap_keys
 
 Report = Callable[[str], None]
@@ -293,15 +292,9 @@ def import_tag2text(
                              "tag_head": asdict(cfg.head), "tag_encoder": asdict(cfg.encoder),
                              "text_decoder": asdict(cfg.decoder), "vision_width": cfg.vision_width,
                              "num_tokens": cfg.swin.num_tokens},
-            "preprocess": {"image_size": cfg.swin.image_size, "mean": [0.485, 0.456, 0.406],
-                           "std": [0.229, 0.224, 0.225], "resize": "bilinear", "exif_orientation": True},
             "caption": {**asdict(settings), "delete_tag_index": deleted,
                         "special_tokens": {t: wp.id_of(t) for t in ("[DEC]", "[ENC]", "[SEP]", "[PAD]")}},
-            "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
-                       "bytes": checkpoint.stat().st_size, **(source or {})},
-            "converted_by": f"ramcli {__version__}, torch {torch.__version__}",
-            "export_seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **provenance(checkpoint, cfg.swin.image_size, t0, source),
         }
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         report("checking ONNX against PyTorch")
