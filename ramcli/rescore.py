@@ -114,6 +114,12 @@ class Rescore:
                 yield from self._update(model.name, fired, set(indices))
             for im in images:
                 self.counts["scored" if im.embeds is not None else "error"] += 1
+                if im.embeds is None:
+                    paths = self.index.paths_with_hash(im.hash)
+                    where = Path(paths[0]) if paths else None
+                    yield Event(where or Path(im.hash), "error", error=str(RamcliError(
+                        "indexed without image tokens, and no readable file to encode again", path=where,
+                        hint="run `ramcli tag` on its folder (with tokens stored) again")))
                 self.on_image()
 
     def _load(self, model: store.InstalledModel, engine: Engine, hashes: list[str]) -> list[_Image]:

@@ -228,3 +228,16 @@ def test_authors_llm_description_file(library: dict, tmp_path: Path) -> None:
     want = {next(iter(e)): len(next(iter(e.values()))) for e in entries}
     assert {t["name"]: t["embeddings"] for t in mine} == want
     assert all(t["threshold"] == 0.5 and not t["pending"] for t in mine)
+
+
+def test_a_vanished_photo_without_tokens_is_one_error_line(tmp_path: Path, tiny_model, clip_model) -> None:
+    root = tmp_path / "lib"
+    keep = make_photo(root / "keep.jpg", (120, 90), seed=500)
+    gone = make_photo(root / "gone.jpg", (120, 90), seed=501)
+    idx = ["--index", str(tmp_path / "i.db")]
+    assert run_cli("tag", "-m", "tiny_ram_plus", "--no-store-tokens", *idx, str(root)).returncode == 0
+    gone.unlink()
+    res = run_cli("add-tag", "kite", "--threshold", "0.001", *idx)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.returncode == 1 and len(errors) == 1 and str(gone) in errors[0]
+    assert "kite" in _keywords(keep)  # the run went on
