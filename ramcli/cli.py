@@ -438,8 +438,8 @@ def _tag_index(index: Path | None, *, writer: bool = True, create: bool = False)
 
 
 def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json_out: bool,
-           removed_builtin: list[str] | None = None) -> int:
-    """Re-score ``changed`` tags over the whole library, with a progress bar; returns the error count."""
+           removed_builtin: list[str] | None = None) -> None:
+    """Re-score ``changed`` tags over the whole library, with a progress bar; exit 1 if a photo failed."""
     from .rescore import Rescore, RescoreOptions
 
     run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
@@ -466,7 +466,8 @@ def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json
     _say(f"{c.get('scored', 0)} images re-scored ({c.get('reencoded', 0)} re-encoded: indexed without tokens), "
          f"{c.get('updated', 0)} photos' keywords changed, {c.get('error', 0)} errors "
          f"in {time.perf_counter() - start:.1f} s")
-    return c.get("error", 0)
+    if c.get("error", 0):
+        raise typer.Exit(1)
 
 
 @app.command("add-tag")
@@ -501,9 +502,7 @@ def add_tag(
         if json_out:
             for t in tags:
                 _emit_json({"added": t.as_dict()})
-        failed = _apply(ix, tags, [], no_write, json_out)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, tags, [], no_write, json_out)
 
 
 @tags_app.command("list")
@@ -574,9 +573,7 @@ def tags_set(
     from . import custom
 
     with _errors(), _tag_index(index) as ix:
-        failed = _apply(ix, [custom.set_threshold(ix, name, threshold)], [], no_write, json_out)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, [custom.set_threshold(ix, name, threshold)], [], no_write, json_out)
 
 
 @tags_app.command("remove")
@@ -593,9 +590,7 @@ def tags_remove(
     from . import custom
 
     with _errors(), _tag_index(index) as ix:
-        failed = _apply(ix, [], [custom.remove(ix, name).tag_index], no_write, json_out)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, [], [custom.remove(ix, name).tag_index], no_write, json_out)
 
 
 @tags_app.command("disable")
@@ -614,9 +609,7 @@ def tags_disable(
     with _errors(), _tag_index(index) as ix:
         tagops.builtin_as_custom(tagops.main_model(ix), name)  # a name the model has
         custom.set_disabled(ix, name, True)
-        failed = _apply(ix, [], [], no_write, json_out, removed_builtin=[name])
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, [], [], no_write, json_out, removed_builtin=[name])
 
 
 @tags_app.command("enable")
@@ -635,9 +628,7 @@ def tags_enable(
     with _errors(), _tag_index(index) as ix:
         tag = tagops.builtin_as_custom(tagops.main_model(ix), name)
         custom.set_disabled(ix, name, False)
-        failed = _apply(ix, [tag], [], no_write, json_out)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, [tag], [], no_write, json_out)
 
 
 @tags_app.command("apply")
@@ -655,9 +646,7 @@ def tags_apply(
     with _errors(), _tag_index(index) as ix:
         todo = tagops.pending(ix)
         _say(f"{len(todo)} pending tags, {len(tagops.orphans(ix))} removed ones to clean up")
-        failed = _apply(ix, todo, tagops.orphans(ix), no_write, json_out)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, todo, tagops.orphans(ix), no_write, json_out)
 
 
 @tags_app.command("export")
@@ -692,9 +681,7 @@ def tags_import(
     with _errors(), _tag_index(index, create=True) as ix:
         tags = tagops.import_vocabulary(ix, file, _say)
         off = sorted(custom.disabled(ix))
-        failed = _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
-    if failed:
-        raise typer.Exit(1)
+        _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
 
 
 # -------------------------------------------------------------------------------------- bench

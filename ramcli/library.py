@@ -27,6 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -222,16 +223,20 @@ class LibraryRun:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ---- per photo
+    @cached_property
+    def _zh(self) -> dict[int, str]:
+        """Tag index -> Chinese name, built once per run (Tag2Text has none)."""
+        vocab = self.tagger.vocab
+        zh_names = getattr(vocab, "names_zh", None) or []
+        return {vocab.tag_id(p): z.strip() for p, z in enumerate(zh_names) if z and z.strip()}
+
     def _names(self, tags: list[tuple[int, str]]) -> list[str]:
         """Keywords for (tag index, English name) pairs in the run's language (--lang)."""
         if self.opts.lang == "en":
             return [n for _, n in tags]
-        vocab = self.tagger.vocab
-        zh_names = getattr(vocab, "names_zh", None) or []
-        zh = {vocab.tag_id(p): z.strip() for p, z in enumerate(zh_names) if z and z.strip()}
         out: list[str] = []
         for i, name in tags:
-            local = zh.get(i)
+            local = self._zh.get(i)
             out += [local or name] if self.opts.lang == "zh" else [name, *([local] if local else [])]
         return list(dict.fromkeys(out))
 

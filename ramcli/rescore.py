@@ -76,11 +76,8 @@ class Rescore:
         self.on_image: Callable[[], None] = lambda: None
 
     def models(self) -> list[store.InstalledModel]:
-        out = []
-        for name, _ in self.index.models():
-            if store.is_installed(name) and store.get(name).family in CUSTOM_FAMILIES:
-                out.append(store.get(name))
-        return out
+        installed = [store.get(name) for name, _ in self.index.models() if store.is_installed(name)]
+        return [m for m in installed if m.family in CUSTOM_FAMILIES]
 
     def events(self) -> Iterator[Event]:
         models = self.models()

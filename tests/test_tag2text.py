@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_convert import official_keys
 
 from conftest import write_tag_files
 from ramcli.beam_search import BeamSettings, beam_search, log_softmax
@@ -39,19 +40,6 @@ GOLDEN_NAME = "tag2text_tiny"
 
 
 # ---------------------------------------------------------------- key layout
-
-def official_keys(shared: Path, name: str) -> dict[str, torch.Tensor]:
-    """A shape-only state_dict (meta tensors) from docs/keys: full size at no memory cost."""
-    dtypes = {"float32": torch.float32, "int64": torch.int64}
-    state = {}
-    for line in (shared / "docs" / "keys" / f"{name}.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape, dtype, _ = line.split("\t", 3)
-        dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
-        state[key] = torch.empty(dims, dtype=dtypes[dtype], device="meta")
-    return state
-
 
 def test_full_size_key_layout_matches_official(shared: Path) -> None:
     raw = official_keys(shared, "tag2text_swin_b")

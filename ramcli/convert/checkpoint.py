@@ -15,7 +15,7 @@ import math
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -65,14 +65,16 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def remap_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official names -> ours: renames, then drop recomputed buffers and captioning parts."""
+def remap_keys(state: Mapping[str, torch.Tensor],
+               drop: Callable[[str], bool] = lambda key: key.startswith(_UNUSED_PREFIXES)) -> dict[str, torch.Tensor]:
+    """Official names -> ours: renames, then drop recomputed buffers and what ``drop`` says
+    (by default the captioning parts, which RAM tagging never uses)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for old, new in _RENAMES:
             if key.startswith(old):
                 key = new + key[len(old):]
-        if _RECOMPUTED.search(key) or key.startswith(_UNUSED_PREFIXES):
+        if _RECOMPUTED.search(key) or drop(key):
             continue
         out[key] = value
     return out

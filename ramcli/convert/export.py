@@ -87,6 +87,18 @@ def provenance(checkpoint: Path, image_size: int, started: float, source: dict[s
     }
 
 
+def read_inputs(checkpoint: Path, tag_list: Path, state: Mapping[str, torch.Tensor] | None,
+                report: Report) -> tuple[list[str], Mapping[str, torch.Tensor]]:
+    """The tag names, checked first (cheap), and the checkpoint's tensors unless the caller has them."""
+    if not tag_list.is_file():
+        raise RamcliError("no such tag list", path=tag_list, hint="pass --tag-list with the model's tag file")
+    names = store.read_lines(tag_list)
+    if state is None:
+        report(f"reading {checkpoint}")
+        state = load_state_dict(checkpoint)
+    return names, state
+
+
 def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
     """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
     from PIL import Image
@@ -141,12 +153,7 @@ def import_checkpoint(
     state: Mapping[str, torch.Tensor] | None = None,
 ) -> store.InstalledModel:
     """Convert ``checkpoint`` (``state``: its already-loaded tensors) and install it as ``name``."""
-    if not tag_list.is_file():
-        raise RamcliError("no such tag list", path=tag_list, hint="pass --tag-list with the model's tag file")
-    names = store.read_lines(tag_list)
-    if state is None:
-        report(f"reading {checkpoint}")
-        state = load_state_dict(checkpoint)
+    names, state = read_inputs(checkpoint, tag_list, state, report)
     state = remap_keys(state)
     cfg = infer_config(state, len(names), image_size)
     model = build_model(state, cfg, source=checkpoint)

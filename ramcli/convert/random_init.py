@@ -44,18 +44,23 @@ def random_model(cfg: RamConfig, seed: int = 0, fc_bias: float = -1.45) -> RamMo
             p.fill_(math.log(30.0))
         elif name == "fc.bias":
             p.fill_(fc_bias)
-        elif "relative_position_bias_table" in name:
-            p.normal_(0, 0.5, generator=gen)
-        elif "norm" in name.lower() and name.endswith("weight"):
-            p.normal_(1.0, 0.1, generator=gen)
-        elif p.ndim == 1:
-            p.normal_(0, 0.02, generator=gen)
         elif name == "wordvec_proj.weight":
             p.normal_(0, 3.0, generator=gen)
         else:
-            fan_in = p[0].numel()
-            p.normal_(0, 1 / math.sqrt(fan_in), generator=gen)
+            init_param(name, p, gen)
     return model.eval()
+
+
+def init_param(name: str, p: torch.Tensor, gen: torch.Generator) -> None:
+    """The golden recipe's rule for every tensor without a special one (RAM, RAM++ and Tag2Text)."""
+    if "relative_position_bias_table" in name:
+        p.normal_(0, 0.5, generator=gen)
+    elif "norm" in name.lower() and name.endswith("weight"):
+        p.normal_(1.0, 0.1, generator=gen)
+    elif p.ndim == 1:
+        p.normal_(0, 0.02, generator=gen)
+    else:
+        p.normal_(0, 1 / math.sqrt(p[0].numel()), generator=gen)
 
 
 def official_state_dict(model: RamModel) -> dict[str, torch.Tensor]:

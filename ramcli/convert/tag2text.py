@@ -13,7 +13,6 @@ are loaded, strictly, and the tying is checked rather than assumed.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,9 +22,10 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from . import checkpoint
 from .bert import BertConfig, BertLMHeadModel, BertModel, padding_mask
-from .checkpoint import _RECOMPUTED, _RENAMES, infer_head, infer_swin
-from .random_init import SWIN_B, TINY_SWIN
+from .checkpoint import infer_head, infer_swin
+from .random_init import SWIN_B, TINY_SWIN, init_param
 from .random_init import official_state_dict as swin_buffers_state
 from .swin import SwinConfig, SwinTransformer
 from .tag_head import TagDecoder, TagHeadConfig
@@ -90,16 +90,8 @@ class Tag2TextModel(nn.Module):
 # ---------------------------------------------------------------- checkpoint -> config -> model
 
 def remap_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official names -> ours: the legacy ``vision_multi`` rename; recomputed buffers dropped."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for old, new in _RENAMES:
-            if key.startswith(old):
-                key = new + key[len(old):]
-        if _RECOMPUTED.search(key) or _POSITION_IDS.search(key):
-            continue
-        out[key] = value
-    return out
+    """Official names -> ours (RAM's remap, keeping the BERT parts); BERT's position_ids dropped."""
+    return checkpoint.remap_keys(state, drop=lambda key: bool(_POSITION_IDS.search(key)))
 
 
 def default_text_heads(hidden: int) -> int:
@@ -212,16 +204,10 @@ def random_model(cfg: Tag2TextConfig, seed: int = 0, fc_bias: float = -0.48) -> 
     for name, p in model.named_parameters():
         if name == "fc.b":
             p.fill_(fc_bias)
-        elif "relative_position_bias_table" in name:
-            p.normal_(0, 0.5, generator=gen)
-        elif "norm" in name.lower() and name.endswith("weight"):
-            p.normal_(1.0, 0.1, generator=gen)
-        elif p.ndim == 1:
-            p.normal_(0, 0.02, generator=gen)
         elif name.endswith(("label_embed.weight", "word_embeddings.weight", "position_embeddings.weight")):
             p.normal_(0, 1.0, generator=gen)
         else:
-            p.normal_(0, 1 / math.sqrt(p[0].numel()), generator=gen)
+            init_param(name, p, gen)
     _tie_like_official(model)
     return model.eval()
 

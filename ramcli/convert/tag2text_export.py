@@ -51,7 +51,7 @@ from ..errors import CheckpointError, RamcliError
 from ..tagging import sigmoid
 from ..wordpiece import ADDED_TOKENS, WordPiece
 from .checkpoint import load_state_dict
-from .export import PARITY_TOLERANCE, _copy_text, export_graph, parity_images, provenance
+from .export import PARITY_TOLERANCE, _copy_text, export_graph, parity_images, provenance, read_inputs
 from .tag2text import Tag2TextModel, build_model, infer_config, remap_keys
 
 Report = Callable[[str], None]
@@ -250,12 +250,7 @@ def import_tag2text(
     indices 2701, 2828, 1167 where they exist). ``delete_tag_index``: tags never passed to the
     captioner; default the released list, limited to indices the tag list has.
     """
-    if not tag_list.is_file():
-        raise RamcliError("no such tag list", path=tag_list, hint="pass the model's tag list")
-    names = store.read_lines(tag_list)
-    if state is None:
-        report(f"reading {checkpoint}")
-        state = load_state_dict(checkpoint)
+    names, state = read_inputs(checkpoint, tag_list, state, report)
     state = remap_keys(state)
     cfg = infer_config(state, image_size=image_size, text_heads=text_heads)
     if cfg.num_tags != len(names):
