@@ -51,6 +51,10 @@ from .errors import first_line as _first_line
 pyexiv2.set_log_level(3)
 # pyexiv2 collects exiv2 errors in one global buffer: one call at a time, whatever the caller's threads.
 _LOCK = threading.Lock()
+_TEMP_SUFFIX = ".ramcli-tmp"
+# mkstemp's random part has no dots: ".photo.jpg.<pid>.<random>.ramcli-tmp"
+_TEMP_NAME = re.compile(r"\..+\.(\d+)\.[^.]+\.ramcli-tmp")
+_SWEPT: set[Path] = set()
 T = TypeVar("T")
 
 UTF8 = "\x1b%G"  # IPTC CodedCharacterSet for UTF-8; without it exiftool shows mojibake
@@ -659,9 +663,15 @@ def _image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:
 
 def _atomic_write(target: Path, data: bytes, before: tuple[int, int, int] | None, *,
                   times: tuple[int, int] | None, new_mode: int, path: Path) -> None:
-    """Dot-temp in the same folder, same mode/owner/xattrs, ``times`` or now, fsync, rename over, fsync folder."""
+    """Dot-temp in the same folder, same mode/owner/xattrs, ``times`` or now, fsync, rename over, fsync folder.
+
+    The temp's name carries our process id, so a run killed with ``kill -9`` between writing the
+    temp and renaming it leaves a file the next write of the same photo can recognise as stale
+    (its writer is gone) and remove; the photo itself was never touched.
+    """
+    _remove_stale_temps(target.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".ramcli-tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=target.parent)
     except OSError as exc:
         raise ImageError(f"cannot write in its folder ({exc.strerror})", path=path) from None
     try:
@@ -691,6 +701,39 @@ def _atomic_write(target: Path, data: bytes, before: tuple[int, int, int] | None
             raise ImageError(f"could not write the metadata ({exc.strerror or exc})", path=path) from None
         raise
     _fsync_dir(target.parent)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete ``.NAME.PID.xxxx.ramcli-tmp`` files in ``folder`` whose process no longer runs.
+
+    Once per folder per process: our own later temps carry our pid, and a listdir per photo
+    would cost seconds in a folder of 10,000.
+    """
+    with _LOCK:
+        if folder in _SWEPT:
+            return
+        _SWEPT.add(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        m = _TEMP_NAME.fullmatch(name)
+        if m and not _process_alive(int(m.group(1))):
+            with suppress(OSError):
+                os.unlink(folder / name)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _check_unchanged(target: Path, before: tuple[int, int, int] | None, path: Path) -> None:

@@ -524,6 +524,24 @@ def test_failure_mid_write_leaves_original_and_no_temp(tmp_path: Path, monkeypat
     assert temp_files(tmp_path) == []
 
 
+def test_temp_left_by_a_killed_run_is_removed_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 between the temp and the rename leaves ``.NAME.PID.x.ramcli-tmp``; a later write in
+    that folder removes it when PID is gone, and leaves a running writer's temp alone."""
+    photo = make_photo(tmp_path / "sweep.jpg")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".other.jpg.{dead.pid}.abc_12.ramcli-tmp"
+    running = tmp_path / f".other.jpg.{os.getppid()}.def34.ramcli-tmp"
+    not_ours = tmp_path / ".notes.ramcli-tmp"
+    for f in (stale, running, not_ours):
+        f.write_bytes(b"half a photo")
+    monkeypatch.setattr(metadata, "_SWEPT", set())
+    write_keywords(photo, KW, [])
+    assert not stale.exists()
+    assert running.exists() and not_ours.exists()
+    assert set(read_keywords(photo)) >= set(KW)
+
+
 def test_file_changed_by_someone_else_mid_write_is_not_overwritten(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     photo = make_photo(tmp_path / "race.jpg")
