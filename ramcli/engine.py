@@ -11,12 +11,13 @@ import contextlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from .errors import RamcliError, first_line
-from .store import ENCODER, HEAD, InstalledModel
+from .store import ENCODER, HEAD, PRECISIONS, QUANTIZED, InstalledModel, graph_variant
 
 _QUIET = 3  # errors only
 _SILENT = 4  # fatal only: while probing for CUDA
@@ -33,9 +34,26 @@ class EngineOptions:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # 0: onnxruntime's default (all physical cores)
     cpu_chunk: int = 2  # images per encoder call on the CPU (see Engine.chunk)
+    precision: str = "fp32"  # or "int8": the graphs `ramcli models quantize` made (ramcli.quantize)
+
+
+def _graph(path: str, precision: str) -> str:
+    """The file of ``path``'s graph at ``precision``; a clear error where it was never made."""
+    if precision == "fp32" or Path(path).name not in QUANTIZED:
+        return path
+    if precision not in PRECISIONS:
+        raise RamcliError(f"unknown precision {precision!r}", hint=f"use one of: {', '.join(PRECISIONS)}")
+    variant = graph_variant(Path(path), precision)
+    if not variant.is_file():
+        name = variant.parent.name
+        raise RamcliError(f"model {name!r} has no {precision} version yet", path=variant,
+                          hint=f"run `ramcli models quantize {name}` once, or use --precision fp32")
+    return os.fspath(variant)
 
 
 def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) -> ort.InferenceSession:
+    if isinstance(path, str):
+        path = _graph(path, opts.precision)
     so = ort.SessionOptions()
     so.log_severity_level = _QUIET
     so.enable_cpu_mem_arena = cpu_arena

@@ -107,3 +107,16 @@ def load_input(path: Path, pre: Preprocess, *, orient: bool = True) -> tuple[np.
     """Decode + preprocess one photo; also returns the upright (width, height)."""
     img = open_rgb(path, orient=orient)
     return to_input(img, pre), img.size
+
+
+def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
+    """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(count):
+        h, w = 300 + 40 * i, 420 - 30 * i
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], axis=-1) * 255
+        pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        batch.append(to_input(Image.fromarray(pixels), pre))
+    return np.stack(batch)

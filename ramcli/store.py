@@ -5,6 +5,7 @@ Layout of ``<cache>/models/<name>/``::
     meta.json            architecture, source checkpoint + sha256, parity numbers
     image_encoder.onnx   image (B,3,S,S) -> image embeddings (B,N,512)
     tag_head.onnx        image embeddings + tag embeddings (B,T,512) -> logits (B,T)
+    *.int8.onnx          optional: dynamically quantised copies (`ramcli models quantize`)
     label_embed.npy      (T*D, 512) float32 label/description embeddings, tag-major
     tag_list.txt, tag_list_chinese.txt, thresholds.txt, NOTICE.txt, LICENSE
 
@@ -37,6 +38,17 @@ LABELS = "label_embed.npy"
 TAG_LIST = "tag_list.txt"
 TAG_LIST_ZH = "tag_list_chinese.txt"
 THRESHOLDS = "thresholds.txt"
+PRECISIONS = ("fp32", "int8")  # fp32: the converted graphs; int8: `ramcli models quantize` (ramcli.quantize)
+# The graphs that have int8 variants: nearly all of the FLOPs. Tag2Text's caption graphs stay fp32
+# (onnxruntime's quantiser breaks the shape inference of the decoder step with its key/value cache).
+QUANTIZED = (ENCODER, HEAD)
+
+
+def graph_variant(path: Path, precision: str) -> Path:
+    """``image_encoder.onnx`` -> ``image_encoder.int8.onnx``; fp32 is the file itself."""
+    if precision == "fp32":
+        return path
+    return path.with_name(f"{path.name.removesuffix('.onnx')}.{precision}.onnx")
 
 
 def read_lines(path: Path) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_TAGS, make_photo, run_cli
 
 COMMANDS = [["tag"], ["untag"], ["doctor"], ["models"], ["models", "list"], ["models", "pull"], ["models", "import"],
-            ["models", "verify"], ["models", "rm"]]
+            ["models", "verify"], ["models", "quantize"], ["models", "rm"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)

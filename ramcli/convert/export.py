@@ -25,7 +25,7 @@ from .. import __version__, store
 from ..engine import Engine, EngineOptions
 from ..errors import CheckpointError, RamcliError
 from ..hashing import sha256_file
-from ..images import Preprocess, to_input
+from ..images import parity_images
 from ..tagging import Tagger
 from ..vocab import Vocabulary
 from .checkpoint import build_model, infer_config, load_state_dict, remap_keys
@@ -97,21 +97,6 @@ def read_inputs(checkpoint: Path, tag_list: Path, state: Mapping[str, torch.Tens
         report(f"reading {checkpoint}")
         state = load_state_dict(checkpoint)
     return names, state
-
-
-def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
-    """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    batch = []
-    for i in range(count):
-        h, w = 300 + 40 * i, 420 - 30 * i
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], axis=-1) * 255
-        pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-        batch.append(to_input(Image.fromarray(pixels), pre))
-    return np.stack(batch)
 
 
 def parity_check(model: RamModel, installed: store.InstalledModel, images: np.ndarray) -> dict[str, float]:

@@ -48,10 +48,11 @@ from ..caption import (
 )
 from ..engine import EngineOptions
 from ..errors import CheckpointError, RamcliError
+from ..images import parity_images
 from ..tagging import sigmoid
 from ..wordpiece import ADDED_TOKENS, WordPiece
 from .checkpoint import load_state_dict
-from .export import PARITY_TOLERANCE, _copy_text, export_graph, parity_images, provenance, read_inputs
+from .export import PARITY_TOLERANCE, _copy_text, export_graph, provenance, read_inputs
 from .tag2text import Tag2TextModel, build_model, infer_config, remap_keys
 
 Report = Callable[[str], None]

@@ -1,0 +1,156 @@
+"""int8 copies of a model's graphs, and how far their tags are from fp32's.
+
+An opt-in speed-up for CPUs. ``ramcli models quantize NAME`` writes ``<graph>.int8.onnx``
+beside the image encoder and the tag head (Tag2Text's caption graphs stay float32):
+onnxruntime's dynamic quantisation, with the weights of every MatMul/Gemm
+stored as int8 per output channel and the activations quantised on the fly at each call. The
+attention products (two activations) stay float32. ``--precision int8`` runs these files.
+
+Because int8 moves the scores, the tags can change. :func:`agreement` measures by how much,
+on the user's photos or on fixed sample images: the share of tags both precisions report
+(shared / either, over all images), the share of images with identical tag sets, the largest
+score difference and, for Tag2Text, identical captions. The numbers of the last measurement are
+kept in ``meta.json`` and printed by ``ramcli models quantize`` and ``ramcli models verify``.
+
+Needs ``onnxruntime.quantization`` (with the ``onnx`` package), not torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .engine import EngineOptions
+from .errors import RamcliError
+from .images import parity_images
+from .tagging import sigmoid
+
+INT8 = "int8"
+
+
+def graphs(model: store.InstalledModel) -> list[Path]:
+    """The fp32 graphs that get int8 variants: the image encoder and the tag head."""
+    return [model.path / name for name in store.QUANTIZED]
+
+
+def has_precision(model: store.InstalledModel, precision: str) -> bool:
+    return precision == "fp32" or all(store.graph_variant(g, precision).is_file() for g in graphs(model))
+
+
+def quantize(model: store.InstalledModel, report: Callable[[str], None] = lambda _m: None) -> list[Path]:
+    """Write the int8 variant of each graph (atomically: a partial file, then a rename)."""
+    if model.family not in {"ram", "ram_plus", "tag2text"}:
+        raise RamcliError(f"model {model.name!r} ({model.family}) is not a tagging model", hint="nothing to quantise")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    written = []
+    for g in graphs(model):
+        out = store.graph_variant(g, INT8)
+        partial = out.with_name(f".{out.name}.partial")
+        t = time.perf_counter()
+        try:
+            # per_channel: one scale per output channel keeps Swin's widely ranging weights apart;
+            # MatMul/Gemm only: they hold ~95 % of the FLOPs, the rest stays float32.
+            logging.disable(logging.WARNING)  # its advice to pre-process, via the root logger
+            quantize_dynamic(g, partial, weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            os.replace(partial, out)
+        finally:
+            logging.disable(logging.NOTSET)
+            partial.unlink(missing_ok=True)
+        report(f"{out.name}: {out.stat().st_size / 1e6:.0f} MB (fp32 {g.stat().st_size / 1e6:.0f} MB) "
+               f"in {time.perf_counter() - t:.0f} s")
+        written.append(out)
+    return written
+
+
+def compare_tags(on_ref: np.ndarray, on_low: np.ndarray) -> tuple[int, int, int]:
+    """(B, T) tag decisions -> (tags both report, tags either reports, images with identical sets)."""
+    return (int((on_ref & on_low).sum()), int((on_ref | on_low).sum()),
+            int((on_ref == on_low).all(axis=1).sum()))
+
+
+def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *, batch: int = 2,
+              precision: str = INT8) -> dict[str, Any]:
+    """Tags of ``precision`` against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
+    from .pipeline import open_tagger
+
+    imgs = images if images is not None else parity_images(model.preprocess, 4)
+    ref = open_tagger(model, EngineOptions(device="cpu"))
+    low = open_tagger(model, EngineOptions(device="cpu", precision=precision))
+    thresholds = model.thresholds
+    shared = either = same = 0
+    worst = 0.0
+    captions_same = 0
+    for i in range(0, len(imgs), batch):
+        x = imgs[i:i + batch]
+        (e_ref, l_ref), (e_low, l_low) = ref.infer(x), low.infer(x)
+        s_ref, s_low = sigmoid(l_ref), sigmoid(l_low)
+        a, b, c = compare_tags(s_ref > thresholds, s_low > thresholds)
+        shared, either, same = shared + a, either + b, same + c
+        worst = max(worst, float(np.abs(s_ref - s_low).max()))
+        if model.family == "tag2text":
+            captions_same += sum(a == b for a, b in zip(ref.captions(e_ref, l_ref), low.captions(e_low, l_low),
+                                                        strict=True))
+    n = len(imgs)
+    result: dict[str, Any] = {
+        "precision": precision, "images": n,
+        "tag_agreement": round(shared / either, 4) if either else 1.0,
+        "identical_tag_sets": round(same / n, 4) if n else None,
+        "scores_max_abs": worst,
+    }
+    if model.family == "tag2text":
+        result["identical_captions"] = round(captions_same / n, 4) if n else None
+    return result
+
+
+def sample_inputs(model: store.InstalledModel, folder: Path | None, limit: int,
+                  report: Callable[[str], None] = lambda _m: None) -> np.ndarray | None:
+    """Up to ``limit`` photos of ``folder``, preprocessed (None without a folder: fixed sample
+    images are used). Unreadable photos are reported and skipped."""
+    if folder is None:
+        return None
+    from .errors import ImageError
+    from .images import load_input
+    from .scan import iter_photos
+
+    out = []
+    for p in iter_photos([folder], []):
+        if len(out) >= limit:
+            break
+        if not isinstance(p, Path):
+            continue
+        try:
+            out.append(load_input(p, model.preprocess)[0])
+        except ImageError as err:
+            report(str(err))
+    if not out:
+        raise RamcliError("no readable photos to measure on", path=folder, hint="give a folder with photos")
+    return np.stack(out)
+
+
+def measure(model: store.InstalledModel, images: np.ndarray | None) -> dict[str, Any]:
+    """:func:`agreement`, kept in meta.json."""
+    result = agreement(model, images)
+    remember(model, result)
+    return result
+
+
+def remember(model: store.InstalledModel, result: dict[str, Any]) -> None:
+    """Keep the latest agreement in meta.json (rewritten whole, then renamed over)."""
+    meta = json.loads((model.path / store.META).read_text(encoding="utf-8"))
+    meta.setdefault("precisions", {})[result["precision"]] = {
+        **{k: v for k, v in result.items() if k != "precision"},
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = model.path / f".{store.META}.partial"
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    os.replace(tmp, model.path / store.META)

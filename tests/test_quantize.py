@@ -1,0 +1,103 @@
+"""int8 variants: made by `ramcli models quantize`, run by `--precision int8`, agreement measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import SHARED, make_photo, run_cli
+from ramcli import store
+from ramcli.quantize import compare_tags
+
+
+@pytest.fixture(scope="module")
+def q8_model(tiny_checkpoint: dict[str, Path]) -> store.InstalledModel:
+    """Its own copy of the tiny model, so the int8 files do not leak into other tests."""
+    from ramcli.convert.export import import_checkpoint
+
+    f = tiny_checkpoint
+    return import_checkpoint(f["checkpoint"], "tiny_q8", tag_list=f["tag_list"], thresholds=f["thresholds"])
+
+
+def test_compare_tags_counts_shared_either_and_identical_sets() -> None:
+    ref = np.array([[1, 1, 0, 0], [0, 1, 0, 1]], dtype=bool)
+    low = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=bool)
+    assert compare_tags(ref, low) == (3, 5, 1)  # image 0: {a,b} vs {a,c}; image 1 the same
+
+
+def test_int8_is_opt_in_and_says_how_to_get_it(q8_model, tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "p.jpg", seed=2)
+    res = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--precision", "int8", str(photo))
+    assert res.returncode == 1
+    assert "tiny_q8" in res.stderr and "ramcli models quantize tiny_q8" in res.stderr
+    bad = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--precision", "int4", str(photo))
+    assert bad.returncode == 2 and "--precision must be fp32 or int8" in bad.stderr
+
+
+def test_quantize_writes_int8_graphs_runs_them_and_reports_agreement(q8_model, tmp_path: Path) -> None:
+    res = run_cli("models", "quantize", "tiny_q8", "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["precision"] == "int8" and got["images"] == 4
+    assert 0.0 <= got["tag_agreement"] <= 1.0 and 0.0 <= got["identical_tag_sets"] <= 1.0
+    assert 0.0 < got["scores_max_abs"] < 0.2  # int8 moves scores, a little
+    for fp32 in (q8_model.path / store.ENCODER, q8_model.path / store.HEAD):
+        int8 = store.graph_variant(fp32, "int8")
+        assert str(int8) in got["files"] and int8.stat().st_size < fp32.stat().st_size
+        ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+        assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat"}, ops
+    meta = json.loads((q8_model.path / store.META).read_text())
+    assert meta["precisions"]["int8"]["tag_agreement"] == got["tag_agreement"]
+    assert not list(q8_model.path.glob(".*partial"))
+
+    photo = make_photo(tmp_path / "p.jpg", seed=2)
+    scores = {}
+    for precision in ("fp32", "int8"):
+        out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--precision", precision,
+                      str(photo))
+        assert out.returncode == 0, out.stderr
+        scores[precision] = {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+    assert scores["fp32"].keys() == scores["int8"].keys()
+    diff = max(abs(scores["fp32"][k] - scores["int8"][k]) for k in scores["fp32"])
+    assert 0 < diff < 0.2  # really the int8 graphs, and close
+
+    bench = run_cli("bench", "-m", "tiny_q8", "--synthetic", "2", "--precision", "int8", "--json")
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads(bench.stdout)["photos"] == 2
+
+
+def test_verify_measures_int8_on_the_users_photos(q8_model, tmp_path: Path) -> None:
+    if not store.graph_variant(q8_model.path / store.HEAD, "int8").exists():
+        assert run_cli("models", "quantize", "tiny_q8").returncode == 0
+    folder = tmp_path / "mine"
+    for i in range(3):
+        make_photo(folder / f"{i}.jpg", seed=10 + i)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    res = run_cli("models", "verify", "tiny_q8", "--photos", str(folder), "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["ok"] and got["int8"]["images"] == 3
+    assert "broken.jpg" in res.stderr
+    human = run_cli("models", "verify", "tiny_q8", "--photos", str(folder))
+    assert "int8 against fp32 on 3 images" in human.stdout and "% of tags shared" in human.stdout
+
+
+def test_tag2text_quantizes_encoder_and_head_and_compares_captions(tmp_path: Path) -> None:
+    golden = SHARED / "golden" / "tag2text_tiny"
+    if not golden.is_dir():
+        pytest.skip("shared golden fixtures not present")
+    from ramcli.convert.tag2text_export import import_tag2text
+    from ramcli.quantize import agreement, quantize
+
+    config = json.loads((golden / "config.json").read_text(encoding="utf-8"))
+    heads = config["official_config_files_used"]["med_config.json"]["num_attention_heads"]
+    installed = import_tag2text(golden / "checkpoint.pth", "t2t_q8", tag_list=golden / "tag_list.txt",
+                                vocab=SHARED / "data" / "bert-base-uncased" / "vocab.txt", text_heads=heads)
+    written = quantize(installed)
+    assert [p.name for p in written] == ["image_encoder.int8.onnx", "tag_head.int8.onnx"]
+    result = agreement(installed)
+    assert result["images"] == 4 and 0.0 <= result["identical_captions"] <= 1.0
