@@ -1,0 +1,177 @@
+"""The authors' tagging procedure (PyTorch) and ramcli's engine (onnxruntime), side by side.
+
+One process, one checkpoint, the same photos, the same number of threads. Rounds alternate the
+two sides, so a machine that gets busier slows both; each side's seconds per photo is the median
+over rounds, and the ratio is reference / ramcli.
+
+* reference: the project's PyTorch conversion model (which reproduces the authors' code bit for
+  bit on the golden checkpoints, tests/test_golden.py) driven as the authors' inference script
+  drives it: PIL decode + torchvision ``Resize((S, S))``, ``ToTensor``, ``Normalize``, then the steps
+  of ``generate_tag`` in their order, including the per-image reweighting loop with its
+  (T, 51, 512) temporary, and the thresholds.
+* ramcli: ``pipeline.tag_photos`` (decoding overlapped with inference) on the installed model's
+  ONNX graphs at ``--precision``.
+
+Tags: the reference model run on ramcli's own preprocessed input must give the same tag sets as
+ramcli at fp32 (``identical_tags``); at int8 the agreement is reported instead. (The authors'
+decode ignores EXIF orientation, ramcli's applies it, so their *photo-level* tags can differ on
+rotated photos; that is a decoding choice, not the engine's.)
+
+Usage:
+  python tests/benchmarks/speed.py --model random_ram_plus_swin_l [--photos DIR] [--count 8]
+      [--batch 1] [--threads 2] [--rounds 3] [--precision fp32 int8]
+The model's source checkpoint (meta.json) must still exist. Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("RAMCLI_SHARED", REPO.parent / "shared"))
+
+
+def authors_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+    from torchvision import transforms
+
+    return transforms.Compose([
+        lambda img: img.convert("RGB"),
+        transforms.Resize((size, size)),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=mean, std=std),
+    ])
+
+
+def authors_generate_tag(model, image, thresholds):
+    """``generate_tag`` of the authors' RAM/RAM++, step for step, on our module's weights."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg = model.cfg
+    image_embeds = model.image_proj(model.visual_encoder(image))
+    bs = image_embeds.shape[0]
+    if cfg.family == "ram_plus":
+        des = cfg.descriptions_per_tag
+        cls = image_embeds[:, 0, :]
+        cls = cls / cls.norm(dim=-1, keepdim=True)
+        logits_per_image = model.reweight_scale.exp() * cls @ model.label_embed.t()
+        weight_normalized = F.softmax(logits_per_image.view(bs, -1, des), dim=2)
+        label_embed_reweight = torch.empty(bs, cfg.num_tags, cfg.embed_dim)
+        for i in range(bs):
+            reshaped_value = model.label_embed.view(-1, des, cfg.embed_dim)
+            product = weight_normalized[i].unsqueeze(-1) * reshaped_value
+            label_embed_reweight[i] = product.sum(dim=1)
+        label_embed = F.relu(model.wordvec_proj(label_embed_reweight))
+    else:
+        label_embed = F.relu(model.wordvec_proj(model.label_embed)).unsqueeze(0).repeat(bs, 1, 1)
+    logits = model.fc(model.tagging_head(label_embed, image_embeds)).squeeze(-1)
+    return torch.sigmoid(logits) > thresholds
+
+
+def photos(folder: Path | None, count: int) -> list[Path]:
+    folder = folder or SHARED / "data" / "photos"
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    if not found:
+        raise SystemExit(f"no photos in {folder}")
+    return [found[i % len(found)] for i in range(count)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="an installed RAM/RAM++ model whose checkpoint is on disk")
+    ap.add_argument("--photos", type=Path, default=None, help="folder of photos (default: ../shared/data/photos)")
+    ap.add_argument("--count", type=int, default=8, help="photos per round (cycled from the folder)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"])
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ramcli import store
+    from ramcli.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
+    from ramcli.engine import EngineOptions
+    from ramcli.images import load_input
+    from ramcli.pipeline import open_tagger, tag_photos
+    from ramcli.tagging import Selection
+
+    torch.set_num_threads(args.threads)
+    installed = store.get(args.model)
+    if installed.family not in {"ram", "ram_plus"}:
+        raise SystemExit("the side-by-side reference exists for RAM and RAM++")
+    ckpt = Path(installed.meta["source"]["checkpoint"])
+    state = remap_keys(load_state_dict(ckpt))
+    model = build_model(state, infer_config(state, installed.num_tags, installed.preprocess.image_size)).eval()
+    del state
+    pre = installed.preprocess
+    transform = authors_transform(pre.image_size, pre.mean, pre.std)
+    thresholds = torch.from_numpy(np.asarray(installed.thresholds))
+    names = installed.tag_names
+    files = photos(args.photos, args.count)
+    taggers = {p: open_tagger(installed, EngineOptions(threads=args.threads, precision=p)) for p in args.precision}
+
+    def reference() -> list[set[str]]:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(files), args.batch):
+                x = torch.stack([transform(Image.open(p)) for p in files[i:i + args.batch]])
+                for row in authors_generate_tag(model, x, thresholds):
+                    out.append({names[j] for j in torch.nonzero(row).flatten().tolist()})
+        return out
+
+    def ours(precision: str) -> list[set[str]]:
+        results = tag_photos(files, taggers[precision], Selection(), batch_size=args.batch)
+        return [{t.name for t in r.tags} for r in results]
+
+    # warm-up: one batch each (lazy session loading, first-run allocations)
+    warm = files[:args.batch]
+    with torch.inference_mode():
+        authors_generate_tag(model, torch.stack([transform(Image.open(p)) for p in warm]), thresholds)
+    for p in args.precision:
+        list(tag_photos(warm, taggers[p], Selection(), batch_size=args.batch))
+
+    times: dict[str, list[float]] = {"reference": [], **{p: [] for p in args.precision}}
+    tags: dict[str, list[set[str]]] = {}
+    for r in range(args.rounds):
+        for side in times:
+            t = time.perf_counter()
+            tags[side] = reference() if side == "reference" else ours(side)
+            times[side].append((time.perf_counter() - t) / len(files))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s/photo" for k, v in times.items()), file=sys.stderr)
+
+    # Same input tensors on both sides: the engine against the authors' procedure, tag for tag.
+    same_input = []
+    with torch.inference_mode():
+        for p in files:
+            x = torch.from_numpy(load_input(p, pre)[0][None])
+            row = authors_generate_tag(model, x, thresholds)[0]
+            same_input.append({names[j] for j in torch.nonzero(row).flatten().tolist()})
+    ref_s = statistics.median(times["reference"])
+    report: dict[str, object] = {
+        "model": installed.name, "photos": len(files), "batch": args.batch, "threads": args.threads,
+        "rounds": args.rounds, "reference_s_per_photo": round(ref_s, 3),
+    }
+    for p in args.precision:
+        s = statistics.median(times[p])
+        shared = sum(len(a & b) for a, b in zip(same_input, tags[p], strict=True))
+        either = sum(len(a | b) for a, b in zip(same_input, tags[p], strict=True))
+        report[p] = {
+            "s_per_photo": round(s, 3), "speedup": round(ref_s / s, 2),
+            "speedups_per_round": [round(a / b, 2) for a, b in zip(times["reference"], times[p], strict=True)],
+            "identical_tags": all(a == b for a, b in zip(same_input, tags[p], strict=True)),
+            "tag_agreement": round(shared / either, 4) if either else 1.0,
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
