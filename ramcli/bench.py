@@ -84,7 +84,7 @@ def _warm_up(tagger: Any, model: store.InstalledModel, photos: list[Path]) -> No
     pixels = []
     for p in photos:
         with suppress(ImageError):  # reported by the timed pass
-            pixels.append(load_input(p, model.preprocess)[0])
+            pixels.append(load_input(p, tagger.engine.preprocess)[0])
     if pixels:
         embeds = tagger.engine.encode(np.stack(pixels))
         tagger.captions(embeds, tagger.logits(embeds))
@@ -112,7 +112,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
             with clock("decode"):
                 for p in photos[start:start + batch]:
                     try:
-                        pixels.append(load_input(p, model.preprocess)[0])
+                        pixels.append(load_input(p, tagger.engine.preprocess)[0])
                         copies.append(p)
                     except ImageError as err:
                         errors.append(str(err))

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from .beam_search import BeamSettings, beam_search
-from .engine import EngineOptions, _session
+from .engine import EngineOptions, _session, input_contract
+from .images import Preprocess
 from .store import ENCODER, HEAD, InstalledModel
 from .tagging import Selection, Tag, sigmoid
 from .wordpiece import WordPiece
@@ -121,6 +122,10 @@ class Tag2Text:
         """What runs the image encoder: "CUDA" or "CPU" (as Engine.provider)."""
         providers = getattr(self.encoder, "get_providers", lambda: ["CPUExecutionProvider"])()
         return "CUDA" if providers[0] == "CUDAExecutionProvider" else "CPU"
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return input_contract(self.model, self.opts, self.provider)
 
     # ------------------------------------------------------------------ tags
     def encode(self, images: np.ndarray) -> np.ndarray:

@@ -110,9 +110,8 @@ def _prepare(path: Path) -> Prepared | ImageError:
         digest = image_hash(path)
         if digest in _KNOWN:
             return Prepared(path, digest, None)
-        photo = read_photo(path)
-        return Prepared(path, digest, to_input(photo.rgb, _PRE), photo.rgb.size[0], photo.rgb.size[1],
-                        photo.taken_at)
+        photo = read_photo(path, draft=_PRE.image_size if _PRE.draft else None)
+        return Prepared(path, digest, to_input(photo.rgb, _PRE), photo.size[0], photo.size[1], photo.taken_at)
     except ImageError as err:
         return err
     except Exception as exc:  # decoder trouble is this file's problem, not the run's
@@ -191,7 +190,7 @@ class LibraryRun:
         workers = self.opts.workers or max(1, os.cpu_count() or 1)
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding onnxruntime threads
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(known, self.tagger.engine.model.preprocess))
+                                   initargs=(known, self.tagger.engine.preprocess))
         try:
             pending: deque[Future] = deque()
             it = iter(todo)

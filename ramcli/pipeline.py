@@ -97,7 +97,7 @@ def tag_photos(paths: Iterable[Path], tagger: Tagger, selection: Selection, *,
                batch_size: int = 4, workers: int | None = None) -> Iterator[PhotoResult]:
     """Yield one result per path, in order; decoding runs ahead of inference by two batches."""
     name = tagger.engine.model.name
-    pre = tagger.engine.model.preprocess
+    pre = tagger.engine.preprocess
     workers = workers or max(1, min(4, os.cpu_count() or 1))  # each holds one full-size decode in memory
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque[tuple[Path, Future]] = deque()

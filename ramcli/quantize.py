@@ -1,4 +1,4 @@
-"""int8 copies of a model's graphs, and how far their tags are from fp32's.
+"""int8 copies of a model's graphs, and how far the speed options move the tags.
 
 An opt-in speed-up for CPUs. ``ramcli models quantize NAME`` writes ``<graph>.int8.onnx``
 beside the image encoder and the tag head (Tag2Text's caption graphs stay float32):
@@ -11,6 +11,7 @@ on the user's photos or on fixed sample images: the share of tags both precision
 (shared / either, over all images), the share of images with identical tag sets, the largest
 score difference and, for Tag2Text, identical captions. The numbers of the last measurement are
 kept in ``meta.json`` and printed by ``ramcli models quantize`` and ``ramcli models verify``.
+:func:`decode_agreement` measures draft JPEG decoding (``--decode draft``) the same way.
 
 Needs ``onnxruntime.quantization`` (with the ``onnx`` package), not torch.
 """
@@ -78,7 +79,7 @@ def compare_tags(on_ref: np.ndarray, on_low: np.ndarray) -> tuple[int, int, int]
             int((on_ref == on_low).all(axis=1).sum()))
 
 
-def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *, batch: int = 2,
+def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
               precision: str = INT8) -> dict[str, Any]:
     """Tags of ``precision`` against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
     from .pipeline import open_tagger
@@ -86,23 +87,38 @@ def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *, 
     imgs = images if images is not None else parity_images(model.preprocess, 4)
     ref = open_tagger(model, EngineOptions(device="cpu"))
     low = open_tagger(model, EngineOptions(device="cpu", precision=precision))
+    return {"precision": precision, **compare(model, ref, imgs, low, imgs)}
+
+
+def decode_agreement(model: store.InstalledModel, folder: Path, limit: int,
+                     report: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Tags from draft-decoded photos against exactly decoded ones (fp32 both times)."""
+    from .pipeline import open_tagger
+
+    exact = sample_inputs(model, folder, limit, report)
+    drafted = sample_inputs(model, folder, limit, draft=True)
+    tagger = open_tagger(model, EngineOptions(device="cpu"))
+    return {"decode": "draft", **compare(model, tagger, exact, tagger, drafted)}
+
+
+def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, low_x: np.ndarray,
+            batch: int = 2) -> dict[str, Any]:
+    """Run two taggers on their inputs (the same photos); how far ``low``'s tags are from ``ref``'s."""
     thresholds = model.thresholds
-    shared = either = same = 0
+    shared = either = same = captions_same = 0
     worst = 0.0
-    captions_same = 0
-    for i in range(0, len(imgs), batch):
-        x = imgs[i:i + batch]
-        (e_ref, l_ref), (e_low, l_low) = ref.infer(x), low.infer(x)
+    for i in range(0, len(ref_x), batch):
+        (e_ref, l_ref), (e_low, l_low) = ref.infer(ref_x[i:i + batch]), low.infer(low_x[i:i + batch])
         s_ref, s_low = sigmoid(l_ref), sigmoid(l_low)
         a, b, c = compare_tags(s_ref > thresholds, s_low > thresholds)
         shared, either, same = shared + a, either + b, same + c
         worst = max(worst, float(np.abs(s_ref - s_low).max()))
         if model.family == "tag2text":
-            captions_same += sum(a == b for a, b in zip(ref.captions(e_ref, l_ref), low.captions(e_low, l_low),
+            captions_same += sum(x == y for x, y in zip(ref.captions(e_ref, l_ref), low.captions(e_low, l_low),
                                                         strict=True))
-    n = len(imgs)
+    n = len(ref_x)
     result: dict[str, Any] = {
-        "precision": precision, "images": n,
+        "images": n,
         "tag_agreement": round(shared / either, 4) if either else 1.0,
         "identical_tag_sets": round(same / n, 4) if n else None,
         "scores_max_abs": worst,
@@ -113,15 +129,18 @@ def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *, 
 
 
 def sample_inputs(model: store.InstalledModel, folder: Path | None, limit: int,
-                  report: Callable[[str], None] = lambda _m: None) -> np.ndarray | None:
+                  report: Callable[[str], None] = lambda _m: None, *, draft: bool = False) -> np.ndarray | None:
     """Up to ``limit`` photos of ``folder``, preprocessed (None without a folder: fixed sample
     images are used). Unreadable photos are reported and skipped."""
     if folder is None:
         return None
+    from dataclasses import replace
+
     from .errors import ImageError
     from .images import load_input
     from .scan import iter_photos
 
+    pre = replace(model.preprocess, draft=draft)
     out = []
     for p in iter_photos([folder], []):
         if len(out) >= limit:
@@ -129,7 +148,7 @@ def sample_inputs(model: store.InstalledModel, folder: Path | None, limit: int,
         if not isinstance(p, Path):
             continue
         try:
-            out.append(load_input(p, model.preprocess)[0])
+            out.append(load_input(p, pre)[0])
         except ImageError as err:
             report(str(err))
     if not out:

@@ -145,3 +145,30 @@ def test_to_input_normalisation_formula() -> None:
     x = to_input(img, PRE)
     expect = [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
     np.testing.assert_allclose(x[:, 0, 0], expect, rtol=1e-6)
+
+
+def test_draft_decoding_scales_jpegs_down_but_never_below_the_input_size(tmp_path: Path) -> None:
+    """--decode draft: the JPEG decoder scales by 1/2..1/8 first; sizes stay those of the photo."""
+    from dataclasses import replace
+
+    from ramcli.images import read_photo
+
+    big = make_photo(tmp_path / "big.jpg", (3200, 1800), seed=4, quality=92)
+    photo = read_photo(big, draft=384)
+    assert photo.size == (3200, 1800)  # what the index records: the photo, not the decode
+    assert photo.rgb.size == (800, 450)  # 1/4: 1/8 would give 400 x 225, below 384
+    exact, size = load_input(big, PRE)
+    drafted, dsize = load_input(big, replace(PRE, draft=True))
+    assert size == dsize == (3200, 1800)
+    diff = np.abs(exact - drafted)
+    assert 0 < diff.mean() < 0.05  # a different decode, of the same picture
+
+    png = make_photo(tmp_path / "big.png", (1600, 1200), seed=4)
+    np.testing.assert_array_equal(load_input(png, replace(PRE, draft=True))[0], load_input(png, PRE)[0])
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways
+    with Image.open(big) as img:
+        img.save(tmp_path / "turned.jpg", exif=exif, quality=92)
+    turned = read_photo(tmp_path / "turned.jpg", draft=384)
+    assert turned.size == (1800, 3200) and turned.rgb.size == (450, 800)

@@ -81,9 +81,31 @@ def test_verify_measures_int8_on_the_users_photos(q8_model, tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["ok"] and got["int8"]["images"] == 3
+    assert got["draft_decode"]["images"] == 3 and 0.0 <= got["draft_decode"]["tag_agreement"] <= 1.0
     assert "broken.jpg" in res.stderr
     human = run_cli("models", "verify", "tiny_q8", "--photos", str(folder))
     assert "int8 against fp32 on 3 images" in human.stdout and "% of tags shared" in human.stdout
+    assert "draft against exact JPEG decoding on 3 images" in human.stdout
+
+
+def test_draft_decoding_in_the_library_keeps_the_photos_size(q8_model, tmp_path: Path) -> None:
+    import sqlite3
+
+    photo = make_photo(tmp_path / "lib" / "big.jpg", (2400, 1600), seed=8, quality=90)
+    scores = {}
+    for decode in ("exact", "draft"):
+        out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--decode", decode,
+                      str(photo))
+        assert out.returncode == 0, out.stderr
+        scores[decode] = {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+    assert scores["exact"] != scores["draft"]  # really decoded differently...
+    assert max(abs(scores["exact"][k] - scores["draft"][k]) for k in scores["exact"]) < 0.05  # ...and close
+    index = tmp_path / "d.db"
+    res = run_cli("tag", "--no-write", "--decode", "draft", "-m", "tiny_q8", "--index", str(index), str(photo.parent))
+    assert res.returncode == 0, res.stderr
+    assert sqlite3.connect(index).execute("select width, height from images").fetchall() == [(2400, 1600)]
+    bad = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--decode", "fast", str(photo))
+    assert bad.returncode == 2 and "--decode must be auto, exact or draft" in bad.stderr
 
 
 def test_tag2text_quantizes_encoder_and_head_and_compares_captions(tmp_path: Path) -> None:
