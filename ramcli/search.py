@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import RamcliError
 from .index import Index
@@ -392,22 +392,29 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
         vocab = Vocabulary.build([r[0] for r in index.db.execute("select distinct tag from image_tags")], None)
     encoder = store.find_family("clip_text", preferred="clip_vit_b16_text")
 
+    @cache
+    def head_session() -> Callable[[], Any]:
+        """Starts loading the tag head in the background: the query's embedding comes first."""
+        from .engine import EngineOptions, _session, in_background
+
+        assert ram is not None
+        # The head only, no image encoder; on the CPU: 100 photos x 1 tag is too little work to
+        # pay for starting CUDA.
+        return in_background(lambda: _session(str(ram.path / store.HEAD), EngineOptions(device="cpu", one_shot=True)))
+
     @cache  # onnxruntime is imported only when a query needs a model
     def text_embed() -> Callable[[list[str]], np.ndarray]:
         from .engine import EngineOptions
         from .textenc import TextEncoder
 
         assert encoder is not None
-        return TextEncoder(encoder, EngineOptions(device="cpu"))  # one short text: CPU (as the head)
+        if ram is not None and ram.family == "ram_plus":
+            head_session()  # an open-set query re-ranks with it next
+        return TextEncoder(encoder, EngineOptions(device="cpu", one_shot=True))  # one short text: CPU
 
     @cache
     def tag_head() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        from .engine import EngineOptions, _session
-
-        assert ram is not None
-        # The head only, no image encoder; on the CPU: 100 photos x 1 tag is too little work to
-        # pay for starting CUDA.
-        session = _session(str(ram.path / store.HEAD), EngineOptions(device="cpu"))
+        session = head_session()()
         return lambda tokens, labels: session.run(None, {"image_embeds": tokens, "tag_embeds": labels})[0]
 
     return Searcher(index, name, vocab, encoder_name=encoder.name if encoder else None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import store
 from .clip_tokenizer import ClipTokenizer
-from .engine import EngineOptions, _session
+from .engine import EngineOptions, _session, in_background
 from .errors import ModelNotFound
 
 CLIP_MODEL = "clip_vit_b16_text"
@@ -25,8 +25,9 @@ class TextEncoder:
             raise ModelNotFound(f"model {model.name!r} is not a CLIP text encoder",
                                 hint=f"run `ramcli models pull {CLIP_MODEL}`")
         self.model = model
-        self.session = _session(os.fspath(model.path / ENCODER), opts or EngineOptions())
-        self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))
+        session = in_background(lambda: _session(os.fspath(model.path / ENCODER), opts or EngineOptions()))
+        self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))  # meanwhile
+        self.session = session()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         ids = self.tokenizer(texts)
