@@ -67,11 +67,11 @@ app.add_typer(models_app, name="models")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DecodeOpt = Annotated[str, typer.Option(
-    "--decode", help="JPEG decoding: exact, draft (decoder scales down first: ~3x faster, tags may differ a "
-                     "little) or auto (draft on CUDA, where decoding is the bottleneck).")]
+    "--decode", help="JPEG decoding: exact, draft (the decoder scales down first: 2-5x faster, tags may "
+                     "differ a little) or auto (draft on CUDA, where decoding is the bottleneck).")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="fp32, or int8 (faster on CPUs, tags may differ a little: `ramcli models quantize` "
-                        "makes it once and prints how much).")]
+    "--precision", help="fp32, int8 (faster on CPUs) or fp16 (for CUDA); tags may differ a little: `ramcli "
+                        "models quantize [--to fp16]` makes them once and prints how much.")]
 
 
 def _fail(error: RamcliError) -> NoReturn:
@@ -211,7 +211,7 @@ def _check_engine_options(precision: str, decode: str) -> None:
     from .store import PRECISIONS
 
     if precision not in PRECISIONS:
-        _fail(UsageError(f"--precision must be {' or '.join(PRECISIONS)}, not {precision!r}"))
+        _fail(UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"))
     if decode not in {"auto", "exact", "draft"}:
         _fail(UsageError(f"--decode must be auto, exact or draft, not {decode!r}"))
 
@@ -868,7 +868,7 @@ def models_verify(
         out().print(f"{name}: max |Δ image embeds| {result['image_embeds_max_abs']:.2e}, "
                   f"max |Δ logits| {result['logits_max_abs']:.2e}, max |Δ scores| {result['scores_max_abs']:.2e} "
                   f"on {result['images']} images: {'[green]ok[/]' if result['ok'] else '[red]MISMATCH[/]'}")
-        for key in ("int8", "draft_decode"):
+        for key in ("int8", "fp16", "draft_decode"):
             if key in result:
                 out().print(_agreement_line(result[key]))
     if not result["ok"]:
@@ -879,8 +879,10 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
     from . import quantize, store
 
     installed = store.get(name)
-    if quantize.has_precision(installed, quantize.INT8):
-        result["int8"] = quantize.measure(installed, quantize.sample_inputs(installed, photos, count, _print_error))
+    made = [p for p in (quantize.INT8, quantize.FP16) if quantize.has_precision(installed, p)]
+    images = quantize.sample_inputs(installed, photos, count, _print_error) if made else None
+    for precision in made:
+        result[precision] = quantize.measure(installed, images, precision)
     if photos is not None:
         result["draft_decode"] = quantize.decode_agreement(installed, photos, count)
 
@@ -901,21 +903,25 @@ def models_quantize(
     photos: Annotated[Path | None, typer.Option("--photos", help="Measure the agreement on photos in this "
                                                                  "folder (default: sample images).")] = None,
     count: Annotated[int, typer.Option("--count", min=1, help="At most this many of those photos.")] = 32,
+    to: Annotated[str, typer.Option("--to", help="int8 (CPUs) or fp16 (CUDA).")] = "int8",
     json_out: JsonOpt = False,
 ) -> None:
-    """Make an int8 version of a model for `--precision int8`, and measure how far its tags are from fp32's.
+    """Make an int8 (or fp16) version of a model for `--precision`, and measure how far its tags are from fp32's.
 
     Example: `ramcli models quantize ram_plus_swin_large_14m --photos ~/Photos/2024`
 
-    Weights of the matrix products become int8 (onnxruntime dynamic quantisation); on CPUs that
-    is faster, and the tags may differ a little: the agreement is printed and kept.
+    int8: weights of the matrix products become int8 (onnxruntime dynamic quantisation); on CPUs
+    that is faster. fp16 (`--to fp16`): float16 weights and activations, for CUDA; on a CPU it is
+    slower. Either way the tags may differ a little: the agreement is printed and kept.
     """
     from . import quantize, store
 
+    if to not in {quantize.INT8, quantize.FP16}:
+        _fail(UsageError(f"--to must be int8 or fp16, not {to!r}"))
     with _errors():
         installed = store.get(name)
-        files = quantize.quantize(installed, _say)
-        result = quantize.measure(installed, quantize.sample_inputs(installed, photos, count, _print_error))
+        files = quantize.quantize(installed, to, _say)
+        result = quantize.measure(installed, quantize.sample_inputs(installed, photos, count, _print_error), to)
     if json_out:
         _emit_json({"model": name, "files": [str(f) for f in files], **result})
     else:

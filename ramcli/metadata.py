@@ -666,8 +666,8 @@ def _atomic_write(target: Path, data: bytes, before: tuple[int, int, int] | None
     """Dot-temp in the same folder, same mode/owner/xattrs, ``times`` or now, fsync, rename over, fsync folder.
 
     The temp's name carries our process id, so a run killed with ``kill -9`` between writing the
-    temp and renaming it leaves a file the next write of the same photo can recognise as stale
-    (its writer is gone) and remove; the photo itself was never touched.
+    temp and renaming it leaves a file that the next run writing in that folder recognises as
+    stale (its writer is gone) and removes; the photo itself was never touched.
     """
     _remove_stale_temps(target.parent)
     try:

@@ -38,8 +38,9 @@ LABELS = "label_embed.npy"
 TAG_LIST = "tag_list.txt"
 TAG_LIST_ZH = "tag_list_chinese.txt"
 THRESHOLDS = "thresholds.txt"
-PRECISIONS = ("fp32", "int8")  # fp32: the converted graphs; int8: `ramcli models quantize` (ramcli.quantize)
-# The graphs that have int8 variants: nearly all of the FLOPs. Tag2Text's caption graphs stay fp32
+# fp32: the converted graphs; int8 (CPUs) and fp16 (CUDA): made by `ramcli models quantize` (ramcli.quantize)
+PRECISIONS = ("fp32", "int8", "fp16")
+# The graphs that have int8/fp16 variants: nearly all of the FLOPs. Tag2Text's caption graphs stay fp32
 # (onnxruntime's quantiser breaks the shape inference of the decoder step with its key/value cache).
 QUANTIZED = (ENCODER, HEAD)
 

@@ -104,3 +104,34 @@ def test_batching_does_not_change_results(golden_model, shared: Path) -> None:
     for i in range(len(batch)):
         _, alone = tagger.infer(batch[i:i + 1])
         assert np.abs(alone[0] - together[i]).max() < 1e-5
+
+
+def test_fp16_keeps_swin_masks_and_the_reference_tags(golden_model, shared: Path) -> None:
+    """fp16 (for CUDA) must not break Swin's shifted-window masks (one public fp16 export did):
+    on all four golden images, panorama included, scores stay within float16 rounding of the
+    authors' and every tag further from its threshold than that rounding is kept."""
+    from ramcli import store
+    from ramcli.engine import EngineOptions
+    from ramcli.images import load_input
+    from ramcli.pipeline import open_tagger
+    from ramcli.quantize import FP16, quantize
+    from ramcli.tagging import sigmoid
+
+    name, _, expected = golden_model
+    model = store.get(f"golden_{name}")
+    if not store.graph_variant(model.path / store.ENCODER, FP16).exists():
+        quantize(model, FP16)
+    tagger = open_tagger(model, EngineOptions(device="cpu", precision=FP16))
+    names = _tag_list(name)
+    for img in expected["images"]:
+        exp = expected["results"][img]
+        x = load_input(shared / "golden" / "images" / img, model.preprocess)[0][None]
+        scores = sigmoid(tagger.infer(x)[1][0])
+        assert np.isfinite(scores).all()
+        ref = np.asarray(exp["scores"], dtype=np.float32)
+        err = np.abs(scores - ref)
+        assert 0 < err.max() < 5e-3, (img, err.max())  # really float16, and close
+        fired = {names[i] for i in np.flatnonzero(scores > model.thresholds)}
+        clear = np.abs(ref - model.thresholds) > 5e-3
+        want = set(exp["tags"].split(" | ")) if exp["tags"] else set()
+        assert {names[i] for i in np.flatnonzero(clear)} & (fired ^ want) == set(), img

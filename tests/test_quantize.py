@@ -35,7 +35,7 @@ def test_int8_is_opt_in_and_says_how_to_get_it(q8_model, tmp_path: Path) -> None
     assert res.returncode == 1
     assert "tiny_q8" in res.stderr and "ramcli models quantize tiny_q8" in res.stderr
     bad = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--precision", "int4", str(photo))
-    assert bad.returncode == 2 and "--precision must be fp32 or int8" in bad.stderr
+    assert bad.returncode == 2 and "--precision must be one of fp32, int8, fp16" in bad.stderr
 
 
 def test_quantize_writes_int8_graphs_runs_them_and_reports_agreement(q8_model, tmp_path: Path) -> None:
@@ -123,3 +123,22 @@ def test_tag2text_quantizes_encoder_and_head_and_compares_captions(tmp_path: Pat
     assert [p.name for p in written] == ["image_encoder.int8.onnx", "tag_head.int8.onnx"]
     result = agreement(installed)
     assert result["images"] == 4 and 0.0 <= result["identical_captions"] <= 1.0
+
+
+def test_fp16_variant_for_cuda_runs_and_reports_agreement(q8_model, tmp_path: Path) -> None:
+    res = run_cli("models", "quantize", "tiny_q8", "--to", "fp16", "--json")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["precision"] == "fp16" and got["tag_agreement"] >= 0.995 and 0 < got["scores_max_abs"] < 5e-3
+    fp16 = store.graph_variant(q8_model.path / store.ENCODER, "fp16")
+    graph = onnx.load(str(fp16))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed float32
+    photo = make_photo(tmp_path / "p.jpg", seed=3)
+    out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--precision", "fp16",
+                  str(photo))
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["tags"]) > 0
+    assert run_cli("models", "quantize", "tiny_q8", "--to", "int4").returncode == 2
+    verify = run_cli("models", "verify", "tiny_q8", "--json")
+    assert verify.returncode == 0 and json.loads(verify.stdout)["fp16"]["precision"] == "fp16"
