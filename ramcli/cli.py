@@ -889,9 +889,9 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
 
 def _agreement_line(a: dict[str, Any]) -> str:
     what = f"{a['precision']} against fp32" if "precision" in a else "draft against exact JPEG decoding"
-    line = (f"{what} on {a['images']} images: {100 * a['tag_agreement']:.1f} % of tags "
-            f"shared, {100 * a['identical_tag_sets']:.0f} % identical tag sets, "
-            f"max |Δ score| {a['scores_max_abs']:.3f}")
+    line = (f"{what} on {a['images']} images ({a['reference_tags']} tags): {100 * a['tag_agreement']:.1f} % of "
+            f"tags shared, {100 * a['identical_tag_sets']:.0f} % identical tag sets, "
+            f"max |Δ score| {a['scores_max_abs']:.3f}, {100 * a['top10_overlap']:.0f} % of the top 10 kept")
     if "identical_captions" in a:
         line += f", {100 * a['identical_captions']:.0f} % identical captions"
     return line

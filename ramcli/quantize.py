@@ -37,6 +37,7 @@ from .images import parity_images
 from .tagging import sigmoid
 
 INT8 = "int8"
+TOP_K = 10
 FP16 = "fp16"  # for CUDA: half the memory traffic, tensor cores; on a CPU onnxruntime casts back
 
 
@@ -101,6 +102,14 @@ def compare_tags(on_ref: np.ndarray, on_low: np.ndarray) -> tuple[int, int, int]
             int((on_ref == on_low).all(axis=1).sum()))
 
 
+def top_overlap(s_ref: np.ndarray, s_low: np.ndarray, k: int) -> int:
+    """(B, T) scores -> how many of each image's ``k`` best tags both rankings share, summed."""
+    k = min(k, s_ref.shape[1])
+    ref = np.argpartition(-s_ref, k - 1, axis=1)[:, :k]
+    low = np.argpartition(-s_low, k - 1, axis=1)[:, :k]
+    return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ref, low, strict=True))
+
+
 def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
               precision: str = INT8) -> dict[str, Any]:
     """Tags of ``precision`` against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
@@ -127,13 +136,15 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
             batch: int = 2) -> dict[str, Any]:
     """Run two taggers on their inputs (the same photos); how far ``low``'s tags are from ``ref``'s."""
     thresholds = model.thresholds
-    shared = either = same = captions_same = 0
+    shared = either = same = captions_same = reported = top_shared = 0
     worst = 0.0
     for i in range(0, len(ref_x), batch):
         (e_ref, l_ref), (e_low, l_low) = ref.infer(ref_x[i:i + batch]), low.infer(low_x[i:i + batch])
         s_ref, s_low = sigmoid(l_ref), sigmoid(l_low)
         a, b, c = compare_tags(s_ref > thresholds, s_low > thresholds)
         shared, either, same = shared + a, either + b, same + c
+        reported += int((s_ref > thresholds).sum())
+        top_shared += top_overlap(s_ref, s_low, TOP_K)
         worst = max(worst, float(np.abs(s_ref - s_low).max()))
         if model.family == "tag2text":
             captions_same += sum(x == y for x, y in zip(ref.captions(e_ref, l_ref), low.captions(e_low, l_low),
@@ -141,9 +152,12 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
     n = len(ref_x)
     result: dict[str, Any] = {
         "images": n,
+        "reference_tags": reported,  # how many tags the agreement is about
         "tag_agreement": round(shared / either, 4) if either else 1.0,
         "identical_tag_sets": round(same / n, 4) if n else None,
         "scores_max_abs": worst,
+        # thresholds aside: how much of each image's ranking survives (informative even when few tags fire)
+        f"top{TOP_K}_overlap": round(top_shared / (n * min(TOP_K, len(thresholds))), 4) if n else None,
     }
     if model.family == "tag2text":
         result["identical_captions"] = round(captions_same / n, 4) if n else None

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SHARED, make_photo, run_cli
 from ramcli import store
-from ramcli.quantize import compare_tags
+from ramcli.quantize import compare_tags, top_overlap
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,13 @@ def test_compare_tags_counts_shared_either_and_identical_sets() -> None:
     assert compare_tags(ref, low) == (3, 5, 1)  # image 0: {a,b} vs {a,c}; image 1 the same
 
 
+def test_top_overlap_counts_shared_best_tags() -> None:
+    ref = np.array([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    low = np.array([[0.9, 0.1, 0.8, 0.0], [0.4, 0.3, 0.2, 0.1]])
+    assert top_overlap(ref, low, 2) == 1 + 0  # {0,1} vs {0,2}; {2,3} vs {0,1}
+    assert top_overlap(ref, low, 9) == 8  # k above T: every tag, both rows
+
+
 def test_int8_is_opt_in_and_says_how_to_get_it(q8_model, tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "p.jpg", seed=2)
     res = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--precision", "int8", str(photo))
@@ -42,7 +49,7 @@ def test_quantize_writes_int8_graphs_runs_them_and_reports_agreement(q8_model, t
     res = run_cli("models", "quantize", "tiny_q8", "--json")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
-    assert got["precision"] == "int8" and got["images"] == 4
+    assert got["precision"] == "int8" and got["images"] == 4 and got["reference_tags"] >= 0
     assert 0.0 <= got["tag_agreement"] <= 1.0 and 0.0 <= got["identical_tag_sets"] <= 1.0
     assert 0.0 < got["scores_max_abs"] < 0.2  # int8 moves scores, a little
     for fp32 in (q8_model.path / store.ENCODER, q8_model.path / store.HEAD):
@@ -84,8 +91,8 @@ def test_verify_measures_int8_on_the_users_photos(q8_model, tmp_path: Path) -> N
     assert got["draft_decode"]["images"] == 3 and 0.0 <= got["draft_decode"]["tag_agreement"] <= 1.0
     assert "broken.jpg" in res.stderr
     human = run_cli("models", "verify", "tiny_q8", "--photos", str(folder))
-    assert "int8 against fp32 on 3 images" in human.stdout and "% of tags shared" in human.stdout
-    assert "draft against exact JPEG decoding on 3 images" in human.stdout
+    assert "int8 against fp32 on 3 images (" in human.stdout and "% of tags shared" in human.stdout
+    assert "draft against exact JPEG decoding on 3 images (" in human.stdout
 
 
 def test_draft_decoding_in_the_library_keeps_the_photos_size(q8_model, tmp_path: Path) -> None:
