@@ -23,6 +23,13 @@ def q8_model(tiny_checkpoint: dict[str, Path]) -> store.InstalledModel:
     return import_checkpoint(f["checkpoint"], "tiny_q8", tag_list=f["tag_list"], thresholds=f["thresholds"])
 
 
+def all_scores(photo: Path, *options: str) -> dict[str, float]:
+    """Every tag's score for ``photo`` from the real CLI with ``options``."""
+    out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", *options, str(photo))
+    assert out.returncode == 0, out.stderr
+    return {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+
+
 def test_compare_tags_counts_shared_either_and_identical_sets() -> None:
     ref = np.array([[1, 1, 0, 0], [0, 1, 0, 1]], dtype=bool)
     low = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=bool)
@@ -62,12 +69,7 @@ def test_quantize_writes_int8_graphs_runs_them_and_reports_agreement(q8_model, t
     assert not list(q8_model.path.glob(".*partial"))
 
     photo = make_photo(tmp_path / "p.jpg", seed=2)
-    scores = {}
-    for precision in ("fp32", "int8"):
-        out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--precision", precision,
-                      str(photo))
-        assert out.returncode == 0, out.stderr
-        scores[precision] = {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+    scores = {precision: all_scores(photo, "--precision", precision) for precision in ("fp32", "int8")}
     assert scores["fp32"].keys() == scores["int8"].keys()
     diff = max(abs(scores["fp32"][k] - scores["int8"][k]) for k in scores["fp32"])
     assert 0 < diff < 0.2  # really the int8 graphs, and close
@@ -99,12 +101,7 @@ def test_draft_decoding_in_the_library_keeps_the_photos_size(q8_model, tmp_path:
     import sqlite3
 
     photo = make_photo(tmp_path / "lib" / "big.jpg", (2400, 1600), seed=8, quality=90)
-    scores = {}
-    for decode in ("exact", "draft"):
-        out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--decode", decode,
-                      str(photo))
-        assert out.returncode == 0, out.stderr
-        scores[decode] = {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+    scores = {decode: all_scores(photo, "--decode", decode) for decode in ("exact", "draft")}
     assert scores["exact"] != scores["draft"]  # really decoded differently...
     assert max(abs(scores["exact"][k] - scores["draft"][k]) for k in scores["exact"]) < 0.05  # ...and close
     index = tmp_path / "d.db"
@@ -141,11 +138,7 @@ def test_fp16_variant_for_cuda_runs_and_reports_agreement(q8_model, tmp_path: Pa
     graph = onnx.load(str(fp16))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # callers feed float32
-    photo = make_photo(tmp_path / "p.jpg", seed=3)
-    out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_q8", "--precision", "fp16",
-                  str(photo))
-    assert out.returncode == 0, out.stderr
-    assert len(json.loads(out.stdout)["tags"]) > 0
+    assert len(all_scores(make_photo(tmp_path / "p.jpg", seed=3), "--precision", "fp16")) > 0
     assert run_cli("models", "quantize", "tiny_q8", "--to", "int4").returncode == 2
     verify = run_cli("models", "verify", "tiny_q8", "--json")
     assert verify.returncode == 0 and json.loads(verify.stdout)["fp16"]["precision"] == "fp16"

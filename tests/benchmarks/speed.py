@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("RAMCLI_SHARED", REPO.parent / "shared"))
+from full_size import photos  # this folder is on sys.path when a script here runs
 
 
 def authors_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...]):
@@ -73,14 +71,6 @@ def authors_generate_tag(model, image, thresholds):
         label_embed = F.relu(model.wordvec_proj(model.label_embed)).unsqueeze(0).repeat(bs, 1, 1)
     logits = model.fc(model.tagging_head(label_embed, image_embeds)).squeeze(-1)
     return torch.sigmoid(logits) > thresholds
-
-
-def photos(folder: Path | None, count: int) -> list[Path]:
-    folder = folder or SHARED / "data" / "photos"
-    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-    if not found:
-        raise SystemExit(f"no photos in {folder}")
-    return [found[i % len(found)] for i in range(count)]
 
 
 def main() -> None:
