@@ -78,7 +78,7 @@ class _Clock:
         self.seconds[stage] += time.perf_counter() - t
 
 
-def _warm_up(tagger: Any, model: store.InstalledModel, photos: list[Path]) -> None:
+def _warm_up(tagger: Any, photos: list[Path]) -> None:
     """One untimed batch first: onnxruntime loads the encoder lazily and sizes its buffers on the
     first run (measured on Swin-L: +1.1 s), which is start-up, not photos/s."""
     pixels = []
@@ -99,7 +99,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     tagger = open_tagger(model, opts)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _warm_up(tagger, model, photos[:batch])
+    _warm_up(tagger, photos[:batch])
     warmup_s = time.perf_counter() - t0
     clock = _Clock()
     errors: list[str] = []

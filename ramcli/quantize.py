@@ -143,9 +143,9 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
     for i in range(0, len(ref_x), batch):
         (e_ref, l_ref), (e_low, l_low) = ref.infer(ref_x[i:i + batch]), low.infer(low_x[i:i + batch])
         s_ref, s_low = sigmoid(l_ref), sigmoid(l_low)
-        a, b, c = compare_tags(s_ref > thresholds, s_low > thresholds)
-        shared, either, same = shared + a, either + b, same + c
-        reported += int((s_ref > thresholds).sum())
+        on_ref = s_ref > thresholds
+        a, b, c = compare_tags(on_ref, s_low > thresholds)
+        shared, either, same, reported = shared + a, either + b, same + c, reported + int(on_ref.sum())
         top_shared += top_overlap(s_ref, s_low, TOP_K)
         worst = max(worst, float(np.abs(s_ref - s_low).max()))
         if model.family == "tag2text":

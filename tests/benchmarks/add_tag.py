@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sqlite3
 import subprocess
 import sys
@@ -52,21 +51,15 @@ def main() -> None:
     ap.add_argument("--skip-rare", action="store_true", help="leave out the 200 OpenImages-rare tags (~8 min)")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ramcli-addtag-"))
-    env = {**os.environ, "RAMCLI_CACHE_DIR": str(work / "cache"), "RAMCLI_DATA_DIR": str(work / "data"),
-           "HF_HUB_OFFLINE": "1"}
-    os.environ.update(env)
 
     import open_clip
     import torch
-    from library import make_library
+    from library import make_library, tiny_workspace
 
-    from conftest import SHARED, write_tag_files
+    from conftest import SHARED
     from ramcli.catalog import import_local
-    from ramcli.convert.random_init import config, random_model, save_checkpoint
 
-    files = write_tag_files(work / "tags")
-    import_local(save_checkpoint(random_model(config("ram_plus")), work / "tiny.pth"), "tiny_ram_plus",
-                 tag_list=files["tag_list"], tag_list_zh=files["tag_list_zh"], thresholds=files["thresholds"])
+    env = tiny_workspace(work)
     logging.getLogger().setLevel(logging.ERROR)
     torch.save(open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).state_dict(),
                work / "clip.pt")

@@ -83,14 +83,9 @@ def pixels(path: Path) -> str:
         return hashlib.sha256(img.convert("RGBA").tobytes()).hexdigest()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", type=int, default=1000)
-    ap.add_argument("--kills", type=int, default=0)
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="ramcli-lib-"))
+def tiny_workspace(work: Path) -> dict[str, str]:
+    """Point ramcli at ``work`` (this process and, through the returned env, its children) and
+    install the tiny random RAM++ there as ``tiny_ram_plus``."""
     env = {**os.environ, "RAMCLI_CACHE_DIR": str(work / "cache"), "RAMCLI_DATA_DIR": str(work / "data"),
            "HF_HUB_OFFLINE": "1"}
     os.environ.update(env)
@@ -102,6 +97,18 @@ def main() -> None:
     ckpt = save_checkpoint(random_model(config("ram_plus")), work / "tiny.pth")
     import_checkpoint(ckpt, "tiny_ram_plus", tag_list=files["tag_list"], tag_list_zh=files["tag_list_zh"],
                       thresholds=files["thresholds"])
+    return env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--kills", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None)
+    args = ap.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ramcli-lib-"))
+    env = tiny_workspace(work)
     report: dict[str, object] = {"photos": args.photos, "workdir": str(work)}
     lib = work / "Photos"
     photos = make_library(lib, args.photos)
