@@ -5,6 +5,7 @@ Layout of ``<cache>/models/<name>/``::
     meta.json            architecture, source checkpoint + sha256, parity numbers
     image_encoder.onnx   image (B,3,S,S) -> image embeddings (B,N,512)
     tag_head.onnx        image embeddings + tag embeddings (B,T,512) -> logits (B,T)
+    tag_head_few.onnx    the same, computed the way that is cheaper for a few tags (RAM, RAM++)
     *.int8.onnx          optional: dynamically quantised copies (`ramcli models quantize`)
     label_embed.npy      (T*D, 512) float32 label/description embeddings, tag-major
     tag_list.txt, tag_list_chinese.txt, thresholds.txt, NOTICE.txt, LICENSE
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 META = "meta.json"
 ENCODER = "image_encoder.onnx"
 HEAD = "tag_head.onnx"
+# The same tag head with its attention rewritten for few tags per image (convert.tag_head.CrossSelf.absorbed):
+# re-ranking a search query or applying a new custom tag over stored tokens. Models converted before it
+# existed lack it, and the full head does that work instead.
+HEAD_FEW = "tag_head_few.onnx"
 LABELS = "label_embed.npy"
 TAG_LIST = "tag_list.txt"
 TAG_LIST_ZH = "tag_list_chinese.txt"

@@ -124,3 +124,20 @@ def test_damaged_files_give_one_line(tiny_file: Path, tmp_path: Path, damage: st
         infer_config(state, 40)
     text = str(exc.value)
     assert "\n" not in text and (str(path) in text or "label_embed" in text)
+
+
+def test_absorbed_attention_equals_the_decoders_own() -> None:
+    """The few-tags head's rewrite of cross-attention (keys and values moved onto the query side)
+    gives the full-size decoder's logits, for one tag and for several."""
+    from ramcli.convert.random_init import FULL_HEAD
+
+    model = random_model(config("ram_plus", head=FULL_HEAD))
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(3, 145, 512, generator=gen)
+    with torch.no_grad():
+        for tags in (1, 6):
+            labels = torch.randn(3, tags, 512, generator=gen)
+            full = model.tag_logits(tokens, labels)
+            few = model.tag_logits(tokens, labels, absorbed=True)
+            assert full.abs().max() > 0.1  # not a trivially zero comparison
+            assert (few - full).abs().max() < 1e-4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -51,3 +52,54 @@ def test_graph_variants_are_named_beside_the_fp32_graph(tmp_path) -> None:
     assert store.graph_variant(head, "int8") == tmp_path / "tag_head.int8.onnx"
     with pytest.raises(RamcliError, match="no int8 version"):
         _session(os.fspath(head), EngineOptions(precision="int8"))
+
+
+def test_few_tags_head_gives_the_full_heads_logits(tiny_model) -> None:
+    """The absorbed-attention head (re-ranking, new custom tags) against the full head; the engine
+    gives the same logits whichever head it picks for the tag count."""
+    from ramcli.engine import FEW_TAGS, Engine
+
+    assert (tiny_model.path / store.HEAD_FEW).is_file()
+    assert tiny_model.meta["parity"]["few_tags_logits_max_abs"] < 1e-4  # checked against PyTorch at import
+    rng = np.random.default_rng(1)
+    tokens = rng.normal(size=(3, 145, 512)).astype(np.float32)
+    engine = Engine(tiny_model, EngineOptions(device="cpu"))
+    assert engine.few_head is not None
+    stored = tokens.astype(np.float16)  # the few-tags head takes tokens as the index keeps them
+    served: list[str] = []
+
+    class Spy:
+        def __init__(self, session, name: str) -> None:
+            self.session, self.name = session, name
+
+        def run(self, *args):
+            served.append(self.name)
+            return self.session.run(*args)
+
+    real_few = engine.few_head
+    engine.__dict__["few_head"] = Spy(real_few, "few")
+    engine.head = Spy(engine.head, "full")
+    for tags in (1, 7, FEW_TAGS + 1):
+        labels = rng.normal(size=(3, tags, 512)).astype(np.float32)
+        full = engine.head.session.run(None, {"image_embeds": stored.astype(np.float32), "tag_embeds": labels})[0]
+        few = real_few.run(None, {"image_embeds": stored, "tag_embeds": labels})[0]
+        np.testing.assert_allclose(few, full, rtol=0, atol=1e-4)
+        for given in (stored, stored.astype(np.float32)):  # stored tokens or fresh ones: the same logits
+            np.testing.assert_allclose(engine.logits(given, labels), full, rtol=0, atol=1e-4)
+    # stored tokens with few tags go to the few-tags head; fresh float32 ones and many tags do not
+    assert served == ["few", "full", "few", "full", "full", "full"]
+
+
+def test_engine_without_the_few_tags_head_uses_the_full_one(tiny_model, tmp_path) -> None:
+    """Models converted before tag_head_few.onnx existed keep working."""
+    from ramcli.engine import Engine
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model.path, old)
+    (old / store.HEAD_FEW).unlink()
+    engine = Engine(store.InstalledModel("old", old), EngineOptions(device="cpu"))
+    assert engine.few_head is None
+    labels = np.random.default_rng(2).normal(size=(1, 2, 512)).astype(np.float32)
+    tokens = np.random.default_rng(3).normal(size=(1, 145, 512)).astype(np.float32)
+    want = Engine(tiny_model, EngineOptions(device="cpu")).logits(tokens, labels)
+    np.testing.assert_allclose(engine.logits(tokens, labels), want, rtol=0, atol=1e-4)

@@ -119,7 +119,8 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         t0 = time.perf_counter()
         ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
         export_graph(TextEncoder(model), (ids,), staging / ENCODER, ["ids"], "text_embeds",
-                     {"ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, external_data=True)
+                     {"ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, external_data=True,
+                     simplify=True)
         with torch.no_grad():
             ref = model.encode_text(ids, normalize=True).numpy()  # open_clip's own, all 77 positions
         shutil.copyfile(bpe_source(), staging / BPE)
