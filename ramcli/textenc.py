@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,13 +21,19 @@ BATCH = 64
 class TextEncoder:
     """Texts -> (N, 512) L2-normalised CLIP text embeddings."""
 
-    def __init__(self, model: store.InstalledModel, opts: EngineOptions | None = None) -> None:
+    def __init__(self, model: store.InstalledModel, opts: EngineOptions | None = None, *,
+                 meanwhile: Callable[[], object] | None = None) -> None:
+        """The session loads in the background while the tokenizer is built, then ``meanwhile``
+        runs (search starts loading its re-rank head there: once the tokenizer is done, so that
+        three loads do not share two cores)."""
         if model.family != "clip_text":
             raise ModelNotFound(f"model {model.name!r} is not a CLIP text encoder",
                                 hint=f"run `ramcli models pull {CLIP_MODEL}`")
         self.model = model
         session = in_background(lambda: _session(os.fspath(model.path / ENCODER), opts or EngineOptions()))
-        self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))  # meanwhile
+        self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))
+        if meanwhile is not None:
+            meanwhile()
         self.session = session()
 
     def __call__(self, texts: list[str]) -> np.ndarray:

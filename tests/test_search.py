@@ -33,6 +33,23 @@ def test_text_encoder_matches_open_clip(clip_model, clip_checkpoint: Path) -> No
     assert np.abs(got - want).max() < 1e-4
 
 
+def test_text_encoder_graph_is_stored_simplified(clip_model) -> None:
+    """The export is stored as onnxruntime's basic-level optimisation of itself (convert.export.
+    simplify_graph): fewer nodes to resolve when a search loads it, weights still memory-mapped."""
+    import stat
+    from collections import Counter
+
+    import onnx
+
+    graph = clip_model.path / "text_encoder.onnx"
+    data = clip_model.path / "text_encoder.onnx.data"
+    ops = Counter(n.op_type for n in onnx.load(str(graph), load_external_data=False).graph.node)
+    assert ops["Constant"] == 0 and ops["Identity"] == 0 and sum(ops.values()) < 700  # the raw export: 1267
+    assert data.stat().st_size > 200e6 and graph.stat().st_size < 1e6
+    assert stat.S_IMODE(data.stat().st_mode) == stat.S_IMODE(graph.stat().st_mode)
+    assert not list(clip_model.path.glob(".simplify-*"))
+
+
 def test_clip_checkpoint_missing_a_tensor_is_refused(clip_checkpoint: Path, tmp_path: Path) -> None:
     import torch
 
@@ -121,6 +138,24 @@ def test_open_set_ranking_equals_independent_formula(indexed: dict, tiny_checkpo
         assert abs(r["score"] - rerank) < 1e-4 and abs(r["clip"] - clip) < 1e-4
     db = sqlite3.connect(indexed["index"])
     assert db.execute("select count(*) from query_cache where text = ?", [query]).fetchone()[0] == 1
+
+
+def test_rerank_without_the_few_tags_head_gives_the_same_scores(indexed: dict, tiny_model) -> None:
+    """A model converted before tag_head_few.onnx existed re-ranks with its full head, alike."""
+    from ramcli import store
+
+    query = "a lighthouse at dusk"
+    with_few = search(indexed, query, "--limit", "50")
+    few = tiny_model.path / store.HEAD_FEW
+    away = few.with_name(few.name + ".away")
+    few.rename(away)
+    try:
+        without = search(indexed, query, "--limit", "50")
+    finally:
+        away.rename(few)
+    assert [r["path"] for r in without] == [r["path"] for r in with_few] and len(without) == 8
+    assert all(r["via"] == "rerank" for r in without)
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(with_few, without, strict=True)) < 1e-4
 
 
 def test_tag_query_ranks_carriers_first_by_stored_score(indexed: dict) -> None:
