@@ -101,6 +101,28 @@ def load(index: Index) -> list[CustomTag]:
     return [_row(r) for r in index.db.execute(f"select {_COLUMNS} from custom_tags order by id")]
 
 
+def ancestry(index: Index) -> dict[str, tuple[str, ...]]:
+    """Each custom tag's broader tags, outermost first, for the hierarchical keyword storages
+    (``metadata.WriteOptions.ancestry``): a parent that is itself a custom tag brings its own
+    parent, and so on (a cycle ends where a name repeats). Keyed by the English and the Chinese
+    name, whichever the keywords use."""
+    tags = load(index)
+    parents = {t.name: t.parent for t in tags if t.parent}
+    out: dict[str, tuple[str, ...]] = {}
+    for t in tags:
+        chain: list[str] = []
+        seen, up = {t.name}, t.parent
+        while up and up not in seen:
+            chain.append(up)
+            seen.add(up)
+            up = parents.get(up)
+        if chain:
+            for key in (t.name, t.name_zh):
+                if key:
+                    out[key] = tuple(reversed(chain))
+    return out
+
+
 def get(index: Index, name: str) -> CustomTag | None:
     rows = index.db.execute(f"select {_COLUMNS} from custom_tags where name = ?", [name]).fetchall()
     return _row(rows[0]) if rows else None

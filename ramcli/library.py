@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metadata
+from . import custom, metadata
 from .errors import ImageError, RamcliError, first_line, printable
 from .identity import image_hash
 from .images import Preprocess, decode_error, read_photo, to_input
@@ -135,7 +135,8 @@ class LibraryRun:
         self.roots = [r.absolute() for r in roots]
         self.tagger = tagger
         self.index = index
-        self.opts = opts
+        # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
+        self.opts = replace(opts, write_options=replace(opts.write_options, ancestry=custom.ancestry(index)))
         self.model = tagger.engine.model.name
         self.counts: Counter[str] = Counter()
         self.on_total: Callable[[int], None] = lambda _n: None

@@ -3,9 +3,10 @@
 One logical field, "the keywords ramcli gave this photo", is mapped onto each format's storages by a
 small table (beets' mediafile idea): a new storage is one ``_Storage`` entry in ``STORAGES``.
 
-* XMP ``dc:subject`` (bag) and ``lr:hierarchicalSubject`` (bag, ``ramcli|dog``) always: every photo app
-  reads one of them. ``digiKam:TagsList`` and ``MicrosoftPhoto:LastKeywordXMP`` are kept in step only
-  when a photo already has them (Immich and Windows prefer them over dc:subject when present).
+* XMP ``dc:subject`` (bag) and ``lr:hierarchicalSubject`` (bag, ``ramcli|dog``; a custom tag with a
+  parent: ``ramcli|bird|red kite``) always: every photo app reads one of them. ``digiKam:TagsList`` and
+  ``MicrosoftPhoto:LastKeywordXMP`` are kept in step only when a photo already has them (Immich and
+  Windows prefer them over dc:subject when present).
 * JPEG/TIFF also IPTC Keywords (UTF-8 declared) and EXIF XPKeywords (Windows); PNG also IPTC;
   WebP XMP only (exiv2 drops IPTC there silently). HEIC/AVIF, camera RAW, anything else, read-only
   photos and ``--sidecar``: an XMP sidecar, ``photo.jpg.xmp`` by default or ``photo.xmp``.
@@ -35,9 +36,9 @@ import stat
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -74,6 +75,9 @@ class WriteOptions:
     sidecar_name: str = "ext"  # "ext": photo.jpg.xmp (darktable/digiKam/Immich) | "stem": photo.xmp (Lightroom)
     hierarchical_root: str | None = "ramcli"  # lr:hierarchicalSubject "ramcli|dog"; None -> plain "dog"
     touch: bool = False  # False: restore the photo's original mtime/atime after writing
+    # Broader tags above a keyword in the hierarchical storages, outermost first: {"red kite": ("bird",)}
+    # gives "ramcli|bird|red kite" (custom.ancestry: the parents of `ramcli add-tag --parent`).
+    ancestry: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 CaptionStatus = Literal["written", "unchanged", "kept", "removed"]
@@ -256,27 +260,44 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFC", text).casefold()
 
 
-def _render(s: _Storage, keyword: str, root: str | None) -> str | None:
+def _render(s: _Storage, keyword: str, root: str | None,
+            ancestry: Mapping[str, tuple[str, ...]] | None = None) -> str | None:
     """The entry for ``keyword`` in storage ``s``, or None where it cannot be stored there."""
-    if any(c in keyword for c in s.forbidden) or (s.max_bytes and len(keyword.encode()) > s.max_bytes):
+    tree = bool(s.sep and root)
+    chain = (*(ancestry or {}).get(keyword, ()), keyword) if tree else (keyword,)
+    if any(c in part for part in chain for c in s.forbidden) or (s.max_bytes and len(keyword.encode()) > s.max_bytes):
         return None
-    return f"{root}{s.sep}{keyword}" if s.sep and root else keyword
+    return f"{root}{s.sep}{s.sep.join(chain)}" if tree else keyword
+
+
+def _ours_in_hierarchy(entry: str, s: _Storage, root: str | None, keywords: set[str]) -> bool:
+    """An entry under our root ending in one of ``keywords`` (NFC), whatever parents it was written with."""
+    if not (s.sep and root) or not entry.startswith(root + s.sep):
+        return False
+    return unicodedata.normalize("NFC", entry.rsplit(s.sep, 1)[-1]) in keywords
 
 
 def _plan(values: dict[_Storage, list[str]], storages: tuple[_Storage, ...], ours: list[str], stale: list[str],
-          root: str | None) -> dict[_Storage, list[str]]:
-    """New list for each storage that needs a change: stale entries out, missing ones appended."""
+          opts: WriteOptions) -> dict[_Storage, list[str]]:
+    """New list for each storage that needs a change: stale entries out, missing ones appended.
+
+    In the hierarchical storages an entry of ours is recognised by its root and last part, so one
+    written under a parent the tag no longer has is replaced, not kept beside the new one.
+    """
+    root = opts.hierarchical_root
     plan = {}
     for s in storages:
         old = values.get(s, [])
         if s.if_present and not old:
             continue
+        want = {k: e for k in ours if (e := _render(s, k, root, opts.ancestry)) is not None}
         drop = {e for k in stale if (e := _render(s, k, root)) is not None}
-        new = [e for e in old if unicodedata.normalize("NFC", e) not in drop]
+        current = set(want.values())
+        moved = {e for e in old if e not in current and _ours_in_hierarchy(e, s, root, {*stale, *ours})}
+        new = [e for e in old if unicodedata.normalize("NFC", e) not in drop and e not in moved]
         have = {_fold(e) for e in new}
-        for k in ours:
-            e = _render(s, k, root)
-            if e is not None and _fold(e) not in have:
+        for e in want.values():
+            if _fold(e) not in have:
                 new.append(e)
                 have.add(_fold(e))
         if new != old:
@@ -356,7 +377,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
         del values[IPTC]  # legacy 8-bit IPTC: read it, never rewrite it
         if IPTC_CAPTION in values:
             foreign.append(values.pop(IPTC_CAPTION))
-    plan = _plan(values, tuple(s for s in STORAGES[kind] if s in values), ours, stale, opts.hierarchical_root)
+    plan = _plan(values, tuple(s for s in STORAGES[kind] if s in values), ours, stale, opts)
     status: CaptionStatus | None = None
     if caption is not None:
         caption_plan, status = _plan_caption(values, tuple(s for s in CAPTIONS[kind] if s in values), caption,

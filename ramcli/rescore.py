@@ -8,8 +8,8 @@ sees one query instead of 4,585.
 
 For each model in the index whose tag head takes CLIP label embeddings (RAM++, RAM):
 
-1. stream the images' tokens in batches; token 0 is replaced by the float32 CLS embedding,
-   which is exactly what a full run used for RAM++'s description weighting;
+1. stream the images' tokens in batches, as stored (float16: the few-tags head takes them so);
+   RAM++'s description weighting uses the float32 CLS embedding, exactly as a full run did;
 2. images indexed with ``--no-store-tokens`` are decoded from one of their files and encoded
    again (counted as ``reencoded``);
 3. score the changed tags; a tag fires iff its score > its threshold, as in a full run;
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,8 @@ class RescoreOptions:
 @dataclass
 class _Image:
     hash: str
-    embeds: np.ndarray | None  # (145, 512) float32, or None when it had to be (and could not be) re-encoded
+    embeds: np.ndarray | None  # (145, 512) float16 as stored, or None when it had to be (and could not be) re-encoded
+    cls: np.ndarray | None  # (512,) float32: the exact CLS embedding (the stored tokens hold it rounded)
 
 
 class Rescore:
@@ -70,8 +71,10 @@ class Rescore:
         self.changed = changed
         self.removed = removed
         self.removed_builtin = removed_builtin or []
-        self.opts = opts
+        # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
+        self.opts = replace(opts, write_options=replace(opts.write_options, ancestry=custom.ancestry(index)))
         self.counts: Counter[str] = Counter()
+        self._zh_cache: dict[str, dict[int, str]] = {}
         self.on_total: Callable[[int], None] = lambda _n: None
         self.on_image: Callable[[], None] = lambda: None
 
@@ -103,8 +106,9 @@ class Rescore:
             images = self._load(model, engine, hashes[start:start + self.opts.batch_size])
             scored = [im for im in images if im.embeds is not None]
             if scored:
-                x = np.stack([im.embeds for im in scored])
-                scores = sigmoid(engine.logits(x, vocab.tag_embeds(x)))
+                x = np.stack([im.embeds for im in scored])  # float16, as stored
+                cls = np.stack([im.cls for im in scored])[:, None]  # exact: the descriptions are weighted by it
+                scores = sigmoid(engine.logits(x, vocab.tag_embeds(cls)))
                 fired = {im.hash: [(indices[j], vocab.names[j], float(s[j]))
                                    for j in np.flatnonzero(s > vocab.thresholds)]
                          for im, s in zip(scored, scores, strict=True)}
@@ -127,11 +131,11 @@ class Rescore:
         for h in hashes:
             cls, tok = rows[h]
             if tok is not None:
-                x = np.frombuffer(tok, np.float16).reshape(-1, EMBED_DIM).astype(np.float32)
-                x[0] = np.frombuffer(cls, np.float32)  # exact CLS, as the full run weighted descriptions with
-                out.append(_Image(h, x))
+                out.append(_Image(h, np.frombuffer(tok, np.float16).reshape(-1, EMBED_DIM),
+                                  np.frombuffer(cls, np.float32)))
             else:
-                out.append(_Image(h, self._reencode(model, engine, h)))
+                x = self._reencode(model, engine, h)
+                out.append(_Image(h, None if x is None else x.astype(np.float16), None if x is None else x[0]))
         return out
 
     def _reencode(self, model: store.InstalledModel, engine: Engine, digest: str) -> np.ndarray | None:
@@ -147,27 +151,34 @@ class Rescore:
 
     # ---- writing
     def _update(self, model: str, fired: dict[str, list[tuple[int, str, float]]], indices: set[int]) -> Iterator[Event]:
-        """New rows for ``indices`` of these images; keywords rewritten where the tag set changed."""
+        """New rows for ``indices`` of these images; keywords rewritten where the tag set changed.
+
+        Files where a changed tag fires are checked even when the tag set is the same: a tag
+        defined again with another ``--parent`` moves in the hierarchical keywords. Checking
+        reads the file; it is written only when something differs.
+        """
         plans = []
         for digest, rows in fired.items():
             old = {i for i, _, _ in self.index.tags_of(digest, model) if i in indices}
-            new_names = {name for _, name, _ in rows}
-            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, new_names)))
+            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, rows)))
         events: list[Event] = []
         photo_updates = []
         for digest, rows, changed in plans:
-            if not changed:
+            if not changed and not (rows and self.opts.write):
                 continue
             keep = [(i, n, s) for i, n, s in self.index.tags_of(digest, model) if i not in indices]
-            names = [n for _, n, _ in sorted([*keep, *rows], key=lambda r: -r[2])]
+            tags = [(i, n) for i, n, _ in sorted([*keep, *rows], key=lambda r: -r[2])]
             for row in self.index.photos_with_hash(digest, model):
+                names = self._keywords(model, tags, row.written)
                 try:
-                    written = self._write(Path(row.path), names, row) if self.opts.write else row.written
+                    written, touched = self._write(Path(row.path), names, row) if self.opts.write else \
+                        (row.written, False)
                 except (ImageError, OSError) as err:
                     events.append(Event(Path(row.path), "error", error=_one_line(err, Path(row.path))))
                     continue
                 photo_updates.append((row, written))
-                events.append(Event(Path(row.path), "retagged", tags=names))
+                if changed or touched:
+                    events.append(Event(Path(row.path), "retagged", tags=names))
         with self.index.transaction():  # scores are refreshed even where the same tags fire
             marks = ",".join("?" * len(indices))
             for digest, rows, _ in plans:
@@ -182,20 +193,48 @@ class Rescore:
             self.counts["updated" if ev.status == "retagged" else "error"] += 1
             yield ev
 
-    def _stale(self, digest: str, model: str, names: set[str]) -> bool:
-        """A file still lacks one of ``names`` (an earlier `--no-write` deferred it)."""
+    def _stale(self, digest: str, model: str, rows: list[tuple[int, str, float]]) -> bool:
+        """A file still lacks one of these tags (an earlier `--no-write` deferred it)."""
+        tags = [(i, n) for i, n, _ in rows]
         return self.opts.write and any(
-            row.storage and not names <= set(row.written) for row in self.index.photos_with_hash(digest, model))
+            row.storage and not set(self._keywords(model, tags, row.written)) <= set(row.written)
+            for row in self.index.photos_with_hash(digest, model))
 
-    def _write(self, path: Path, names: list[str], row: object) -> list[str]:
+    def _keywords(self, model: str, tags: list[tuple[int, str]], written: list[str]) -> list[str]:
+        """Keywords for (tag index, English name) pairs in the language ramcli last wrote into this
+        photo (`ramcli tag --lang en|zh|both`), told by which names of its tags the file got."""
+        zh = self._zh(model)
+        before = set(written)
+        english = any(n in before for _, n in tags)
+        chinese = any(zh.get(i) in before for i, _ in tags)
+        if not chinese:
+            return [n for _, n in tags]
+        out: list[str] = []
+        for i, name in tags:
+            local = zh.get(i)
+            out += [name, *([local] if local else [])] if english else [local or name]
+        return list(dict.fromkeys(out))
+
+    def _zh(self, model: str) -> dict[int, str]:
+        """Tag index -> Chinese name: the model's (when installed) and the custom tags' ``--zh``."""
+        if model not in self._zh_cache:
+            names = store.get(model).tag_names_zh if store.is_installed(model) else None
+            out = {i: z.strip() for i, z in enumerate(names or []) if z and z.strip()}
+            out.update({t.tag_index: t.name_zh.strip() for t in custom.load(self.index) if t.name_zh and
+                        t.name_zh.strip()})
+            self._zh_cache[model] = out
+        return self._zh_cache[model]
+
+    def _write(self, path: Path, names: list[str], row: object) -> tuple[list[str], bool]:
+        """(the keywords of ours the file now carries, whether the file was rewritten)."""
         from .index import PhotoRow
 
         assert isinstance(row, PhotoRow)
         if not row.storage:  # indexed with --no-write: ramcli does not own this file's keywords
-            return row.written
+            return row.written, False
         result = metadata.write_keywords(path, names, row.written, storage_options(row.storage,
                                                                                    self.opts.write_options))
-        return [k for k in names if k in row.written or k in result.added]
+        return [k for k in names if k in row.written or k in result.added], result.changed
 
     def _drop_removed(self, ram_models: list[str]) -> Iterator[Event]:
         """Rows and keywords of removed tags; custom ones also for models no longer installed."""
@@ -209,22 +248,23 @@ class Rescore:
             drop = [i for i, n, _ in tags if gone(i, n, model)]
             if not drop:
                 continue
-            names = [n for i, n, _ in tags if i not in drop]
+            kept = [(i, n) for i, n, _ in tags if i not in drop]
             updates = []
             for row in self.index.photos_with_hash(digest, model):
+                names = self._keywords(model, kept, row.written)
                 try:
-                    written = self._write(Path(row.path), names, row) if self.opts.write else row.written
+                    written = self._write(Path(row.path), names, row)[0] if self.opts.write else row.written
                 except (ImageError, OSError) as err:
                     self.counts["error"] += 1
                     yield Event(Path(row.path), "error", error=_one_line(err, Path(row.path)))
                     continue
-                updates.append((row, written))
+                updates.append((row, written, names))
             with self.index.transaction():
                 self.index.db.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
                                       f"({','.join('?' * len(drop))})", [digest, model, *drop])
-                for row, written in updates:
+                for row, written, _ in updates:
                     self.index.record_written(row, written)
-            for row, _ in updates:
+            for row, _, names in updates:
                 self.counts["updated"] += 1
                 yield Event(Path(row.path), "retagged", tags=names)
 

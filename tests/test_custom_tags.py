@@ -241,3 +241,56 @@ def test_a_vanished_photo_without_tokens_is_one_error_line(tmp_path: Path, tiny_
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.returncode == 1 and len(errors) == 1 and str(gone) in errors[0]
     assert "kite" in _keywords(keep)  # the run went on
+
+
+def test_parent_goes_into_the_hierarchical_keywords(library: dict) -> None:
+    """`add-tag --parent`: the photos carrying the tag hold ramcli|parent|tag in lr:hierarchicalSubject
+    (read back with exiftool where installed); a parent that is a custom tag brings its own; defining
+    the tag again under another parent moves the entry in every photo that carries it."""
+    from test_metadata import fields
+
+    idx = ["--index", str(library["index"])]
+    assert run_cli("add-tag", "raptor", "--parent", "animal", "--threshold", "0.999", *idx).returncode == 0
+    res = run_cli("add-tag", "red kite", "--parent", "raptor", "--threshold", "0.001", "--json", *idx)
+    assert res.returncode == 0, res.stderr
+    carriers = [p for p in library["photos"] if "red kite" in _keywords(p)]
+    assert carriers
+    for p in carriers:
+        got = fields(p)
+        assert "ramcli|animal|raptor|red kite" in got["lr"] and "red kite" in got["dc"]
+        assert not any(k.endswith("|red kite") and k != "ramcli|animal|raptor|red kite" for k in got["lr"])
+
+    moved = run_cli("add-tag", "red kite", "--parent", "bird", "--threshold", "0.001", *idx)
+    assert moved.returncode == 0, moved.stderr
+    for p in carriers:
+        assert [k for k in fields(p)["lr"] if k.endswith("red kite")] == ["ramcli|bird|red kite"]
+    again = run_cli("add-tag", "red kite", "--parent", "bird", "--threshold", "0.001", *idx)
+    assert again.returncode == 0 and "0 photos' keywords changed" in again.stderr  # nothing left to move
+
+    assert run_cli("tags", "remove", "red kite", *idx).returncode == 0
+    for p in carriers:
+        assert not any(k.endswith("red kite") for k in fields(p)["lr"])
+
+
+@pytest.mark.parametrize("lang", ["zh", "both"])
+def test_add_tag_writes_in_the_language_the_photos_were_tagged_in(tmp_path: Path, tiny_model, clip_model,
+                                                                   lang: str) -> None:
+    """Photos tagged with --lang zh get a custom tag's Chinese name (and keep only Chinese built-in
+    names); with --lang both, both names. Removing the tag restores what they had."""
+    root = tmp_path / "lib"
+    photos = [make_photo(root / f"z{i}.jpg", (150 + 9 * i, 110), seed=500 + i) for i in range(4)]
+    idx = ["--index", str(tmp_path / "index.db")]
+    assert run_cli("tag", "-m", "tiny_ram_plus", "--lang", lang, "--threshold", "0", "--top-k", "3", *idx,
+                   str(root)).returncode == 0
+    before = {p: _keywords(p) for p in photos}
+    assert all(any(k.startswith("标签") for k in kw) for kw in before.values())
+    assert all(any(k.startswith("tag ") for k in kw) == (lang == "both") for kw in before.values())
+
+    res = run_cli("add-tag", "red kite", "--zh", "红鸢", "--threshold", "0.001", *idx)
+    assert res.returncode == 0, res.stderr
+    for p in photos:
+        kw = _keywords(p)
+        assert "红鸢" in kw and ("red kite" in kw) == (lang == "both") and before[p] <= kw
+        assert any(k.startswith("tag ") for k in kw) == (lang == "both")  # no English names added to zh photos
+    assert run_cli("tags", "remove", "red kite", *idx).returncode == 0
+    assert {p: _keywords(p) for p in photos} == before

@@ -356,6 +356,36 @@ def test_hierarchical_root_can_be_turned_off(tmp_path: Path) -> None:
     assert fields(photo)["lr"] == KW
 
 
+def test_parents_go_into_the_hierarchical_fields_and_move_with_them(tmp_path: Path) -> None:
+    """A keyword with broader tags: root|parent|keyword in lr:hierarchicalSubject (and digiKam's
+    TagsList); the plain fields hold the keyword itself. A new parent replaces the old entry, the
+    user's own hierarchy (another root) is left alone, and removal finds the entry under any parent."""
+    photo = make_photo(tmp_path / "tree.jpg")
+    add_user_keywords(photo, tagslist=["People/Ann"])  # also the user's own hierarchy: Places|Paris
+    bird = WriteOptions(ancestry={"red kite": ("animal", "bird")})
+    write_keywords(photo, ["dog", "red kite"], [], bird)
+    got = fields(photo)
+    assert "ramcli|animal|bird|red kite" in got["lr"] and "ramcli|dog" in got["lr"]
+    assert "ramcli/animal/bird/red kite" in got["tagslist"] and "People/Ann" in got["tagslist"]
+    assert "red kite" in got["dc"] and "red kite" in got["iptc"] and not any("|" in k for k in got["dc"])
+    assert write_keywords(photo, ["dog", "red kite"], ["dog", "red kite"], bird).changed is False
+    write_keywords(photo, ["dog", "red kite"], ["dog", "red kite"], WriteOptions(ancestry={"red kite": ("raptor",)}))
+    got = fields(photo)
+    assert [k for k in got["lr"] if k.endswith("red kite")] == ["ramcli|raptor|red kite"]
+    assert [k for k in got["tagslist"] if k.endswith("red kite")] == ["ramcli/raptor/red kite"]
+    remove_keywords(photo, ["dog", "red kite"])
+    got = fields(photo)
+    assert got["lr"] == ["Places|Paris"] and got["tagslist"] == ["People/Ann"]
+    assert read_keywords(photo) == set(USER)
+
+
+def test_a_parent_with_the_separator_is_left_out_of_that_field(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "sep.jpg")
+    write_keywords(photo, ["kite"], [], WriteOptions(ancestry={"kite": ("toys|games",)}))
+    got = fields(photo)
+    assert got["dc"] == ["kite"] and got["lr"] == []  # "|" would split the hierarchy wrongly
+
+
 def test_digikam_tagslist_kept_in_step_only_when_present(tmp_path: Path) -> None:
     photo = make_photo(tmp_path / "digikam.jpg")
     add_user_keywords(photo, tagslist=["People/Ann"])
