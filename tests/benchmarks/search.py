@@ -42,8 +42,9 @@ def build_index(path: Path, n: int, with_tokens: int, names: list[str], rng: np.
 
     ix = open_index(path, writer=True)
     cls = rng.normal(size=(n, 512)).astype(np.float32)
-    # The head's cost does not depend on the values: a few distinct matrices, cycled.
-    blobs = [rng.normal(size=(145, 512)).astype(np.float16).tobytes() for _ in range(16)]
+    # The head's cost does not depend on the values: a few distinct matrices, cycled, behind each
+    # photo's own token 0, which is its CLS embedding (as `ramcli tag` stores them).
+    blobs = [rng.normal(size=(144, 512)).astype(np.float16).tobytes() for _ in range(16)]
     for start in range(0, n, 5000):  # one transaction per 5,000 photos: bounded journal
         with ix.transaction():
             for i in range(start, min(n, start + 5000)):
@@ -51,7 +52,8 @@ def build_index(path: Path, n: int, with_tokens: int, names: list[str], rng: np.
                 ix.db.execute("insert into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
                               "values (?, ?, 1, 1, ?, ?, ?, '')",
                               [h, MODEL, f"20{10 + i % 15}-01-01T00:00:00", cls[i].tobytes(),
-                               blobs[i % len(blobs)] if i < with_tokens else None])
+                               cls[i].astype(np.float16).tobytes() + blobs[i % len(blobs)] if i < with_tokens
+                               else None])
                 ix.db.conn.executemany("insert into image_tags values (?, ?, ?, ?, ?)",
                                        [(h, MODEL, int(t), names[t], float(rng.uniform(0.6, 1)))
                                         for t in rng.choice(len(names), 5, replace=False)])
