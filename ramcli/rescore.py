@@ -24,7 +24,7 @@ command again) redoes the work; every step is idempotent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -159,8 +159,10 @@ class Rescore:
         """
         plans = []
         for digest, rows in fired.items():
-            old = {i for i, _, _ in self.index.tags_of(digest, model) if i in indices}
-            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, rows)))
+            have = self.index.tags_of(digest, model)
+            old = {i for i, _, _ in have if i in indices}
+            others = [(i, n) for i, n, _ in have if i not in indices]
+            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, rows, others)))
         events: list[Event] = []
         photo_updates = []
         for digest, rows, changed in plans:
@@ -193,20 +195,24 @@ class Rescore:
             self.counts["updated" if ev.status == "retagged" else "error"] += 1
             yield ev
 
-    def _stale(self, digest: str, model: str, rows: list[tuple[int, str, float]]) -> bool:
-        """A file still lacks one of these tags (an earlier `--no-write` deferred it)."""
-        tags = [(i, n) for i, n, _ in rows]
+    def _stale(self, digest: str, model: str, rows: list[tuple[int, str, float]],
+               others: list[tuple[int, str]]) -> bool:
+        """A file still lacks one of these tags (an earlier `--no-write` deferred it); ``others``: the
+        image's other tags, which tell the language its files were written in."""
+        fired = [(i, n) for i, n, _ in rows]
         return self.opts.write and any(
-            row.storage and not set(self._keywords(model, tags, row.written)) <= set(row.written)
+            row.storage and not set(self._keywords(model, fired, row.written, also=others)) <= set(row.written)
             for row in self.index.photos_with_hash(digest, model))
 
-    def _keywords(self, model: str, tags: list[tuple[int, str]], written: list[str]) -> list[str]:
+    def _keywords(self, model: str, tags: list[tuple[int, str]], written: list[str], *,
+                  also: Sequence[tuple[int, str]] = ()) -> list[str]:
         """Keywords for (tag index, English name) pairs in the language ramcli last wrote into this
-        photo (`ramcli tag --lang en|zh|both`), told by which names of its tags the file got."""
+        photo (`ramcli tag --lang en|zh|both`), told by which names of its tags (``tags`` and
+        ``also``) the file got: English only, Chinese only, or both."""
         zh = self._zh(model)
         before = set(written)
-        english = any(n in before for _, n in tags)
-        chinese = any(zh.get(i) in before for i, _ in tags)
+        english = any(n in before for _, n in (*tags, *also))
+        chinese = any(zh.get(i) in before for i, _ in (*tags, *also))
         if not chinese:
             return [n for _, n in tags]
         out: list[str] = []

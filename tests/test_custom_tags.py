@@ -292,5 +292,7 @@ def test_add_tag_writes_in_the_language_the_photos_were_tagged_in(tmp_path: Path
         kw = _keywords(p)
         assert "红鸢" in kw and ("red kite" in kw) == (lang == "both") and before[p] <= kw
         assert any(k.startswith("tag ") for k in kw) == (lang == "both")  # no English names added to zh photos
+    again = run_cli("add-tag", "red kite", "--zh", "红鸢", "--threshold", "0.001", *idx)
+    assert again.returncode == 0 and "0 photos' keywords changed" in again.stderr  # nothing reported twice
     assert run_cli("tags", "remove", "red kite", *idx).returncode == 0
     assert {p: _keywords(p) for p in photos} == before
