@@ -11,8 +11,10 @@ import pytest
 
 from conftest import TINY_TAGS, make_photo, run_cli
 
-COMMANDS = [["tag"], ["untag"], ["doctor"], ["models"], ["models", "list"], ["models", "pull"], ["models", "import"],
-            ["models", "verify"], ["models", "quantize"], ["models", "rm"]]
+COMMANDS = [["tag"], ["untag"], ["doctor"], ["search"], ["bench"], ["add-tag"], ["models"], ["models", "list"],
+            ["models", "pull"], ["models", "import"], ["models", "verify"], ["models", "quantize"], ["models", "rm"],
+            ["tags"], *(["tags", c] for c in ("list", "show", "set", "remove", "disable", "enable", "export",
+                                              "import", "apply"))]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
@@ -20,6 +22,17 @@ def test_every_command_has_help_with_an_example(cmd: list[str]) -> None:
     result = run_cli(*cmd, "--help")
     assert result.returncode == 0, result.stderr
     assert "Example" in result.stdout
+
+
+def test_top_level_help_and_typos_see_every_command() -> None:
+    """A run builds only the command it names (cli._only_the_named_command); the listing and the
+    did-you-mean suggestions must still see them all."""
+    listing = run_cli("--help")
+    assert listing.returncode == 0
+    for name in ("tag", "untag", "search", "add-tag", "tags", "models", "bench", "doctor"):
+        assert f" {name} " in listing.stdout
+    typo = run_cli("serch", "dog")
+    assert typo.returncode == 2 and "search" in typo.stderr
 
 
 def test_version() -> None:
