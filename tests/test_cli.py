@@ -214,6 +214,23 @@ def test_doctor_reports_the_provider_that_loads(tiny_model) -> None:
     assert report["provider_in_use"] in {"CPU", "CUDA"}
     assert "tiny_ram_plus" in report["models_installed"]
     assert Path(report["manifests"], "ram_plus_swin_large_14m.json").is_file()
+    assert "tiny_ram_plus" not in report["models_to_convert_again"]
+
+
+def test_doctor_names_models_converted_without_the_few_tags_head(tiny_model) -> None:
+    import shutil
+
+    from ramcli import store
+
+    old = tiny_model.path.parent / "tiny_converted_earlier"
+    shutil.copytree(tiny_model.path, old)
+    try:
+        (old / store.HEAD_FEW).unlink()
+        report = json.loads(run_cli("doctor", "--json").stdout)
+        assert "tiny_converted_earlier" in report["models_to_convert_again"]
+        assert "tiny_ram_plus" not in report["models_to_convert_again"]
+    finally:
+        shutil.rmtree(old)
 
 
 def test_tagging_imports_no_torch(tiny_model, library: dict) -> None:
