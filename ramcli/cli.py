@@ -884,11 +884,11 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
 
     installed = store.get(name)
     made = [p for p in (quantize.INT8, quantize.FP16) if quantize.has_precision(installed, p)]
-    images = quantize.sample_inputs(installed, photos, count, _print_error) if made else None
+    images = quantize.sample_inputs(installed, photos, count, _print_error) if made or photos else None
     for precision in made:
         result[precision] = quantize.measure(installed, images, precision)
     if photos is not None:
-        result["draft_decode"] = quantize.decode_agreement(installed, photos, count)
+        result["draft_decode"] = quantize.decode_agreement(installed, photos, count, _print_error, exact=images)
 
 
 def _agreement_line(a: dict[str, Any]) -> str:

@@ -137,18 +137,23 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
 
 
 class Engine:
-    """The two ONNX graphs of a RAM/RAM++ model. Inputs and outputs are float32 numpy arrays."""
+    """The ONNX graphs of a RAM/RAM++ model (image encoder, tag head, few-tags head) on numpy arrays."""
 
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = opts or EngineOptions()
-        # Swin-L measured on 2 cores: without the CPU arena the encoder holds 961 instead of 1308 MB
-        # after load and peaks 280 MB lower, for ~4% speed; the tag head is 24% faster with it.
-        self.head = _session(os.fspath(model.path / HEAD), self.opts)
+
+    # Each graph is loaded on first use: re-scoring stored tokens (`ramcli add-tag`, search's
+    # re-ranking) needs no encoder and, for a few tags, only the few-tags head.
+    @cached_property
+    def head(self) -> ort.InferenceSession:
+        # Swin-L measured on 2 cores: the tag head is 24% faster with the CPU arena (see encoder).
+        return _session(os.fspath(self.model.path / HEAD), self.opts)
 
     @cached_property
     def encoder(self) -> ort.InferenceSession:
-        """Loaded on first use: re-scoring stored tokens (`ramcli add-tag`) needs only the head."""
+        # Swin-L measured on 2 cores: without the CPU arena the encoder holds 961 instead of 1308 MB
+        # after load and peaks 280 MB lower, for ~4% speed.
         return _session(os.fspath(self.model.path / ENCODER), self.opts, cpu_arena=False)
 
     @property

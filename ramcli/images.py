@@ -41,6 +41,11 @@ class Preprocess:
     # slightly from the reference's, so tags can too (`ramcli models verify --photos` measures it).
     draft: bool = False
 
+    @property
+    def draft_size(self) -> int | None:
+        """``read_photo``'s ``draft``: the side a draft decode must keep, None to decode exactly."""
+        return self.image_size if self.draft else None
+
 
 @dataclass
 class Photo:
@@ -116,7 +121,7 @@ def to_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
 
 def load_input(path: Path, pre: Preprocess, *, orient: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode + preprocess one photo; also returns the upright (width, height) of the photo."""
-    photo = read_photo(path, orient=orient, draft=pre.image_size if pre.draft else None)
+    photo = read_photo(path, orient=orient, draft=pre.draft_size)
     return to_input(photo.rgb, pre), photo.size
 
 

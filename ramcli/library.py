@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import signal
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -110,7 +110,7 @@ def _prepare(path: Path) -> Prepared | ImageError:
         digest = image_hash(path)
         if digest in _KNOWN:
             return Prepared(path, digest, None)
-        photo = read_photo(path, draft=_PRE.image_size if _PRE.draft else None)
+        photo = read_photo(path, draft=_PRE.draft_size)
         return Prepared(path, digest, to_input(photo.rgb, _PRE), photo.size[0], photo.size[1], photo.taken_at)
     except ImageError as err:
         return err
@@ -232,13 +232,7 @@ class LibraryRun:
 
     def _names(self, tags: list[tuple[int, str]]) -> list[str]:
         """Keywords for (tag index, English name) pairs in the run's language (--lang)."""
-        if self.opts.lang == "en":
-            return [n for _, n in tags]
-        out: list[str] = []
-        for i, name in tags:
-            local = self._zh.get(i)
-            out += [local or name] if self.opts.lang == "zh" else [name, *([local] if local else [])]
-        return list(dict.fromkeys(out))
+        return keywords(tags, self._zh, self.opts.lang)
 
     def _write(self, path: Path, tags: list[str], row: PhotoRow | None,
                caption: str | None = None) -> tuple[list[str], str, str | None]:
@@ -332,6 +326,18 @@ def _one_line(err: Exception, path: Path) -> str:
         return str(err)
     msg = getattr(err, "strerror", None) or first_line(err)
     return str(RamcliError(msg, path=path))
+
+
+def keywords(tags: Sequence[tuple[int, str]], zh: Mapping[int, str], lang: str) -> list[str]:
+    """Keywords for (tag index, English name) pairs in ``lang``: en, zh (the Chinese name where the
+    tag has one) or both (English, then Chinese)."""
+    if lang == "en":
+        return [n for _, n in tags]
+    out: list[str] = []
+    for i, name in tags:
+        local = zh.get(i)
+        out += [local or name] if lang == "zh" else [name, *([local] if local else [])]
+    return list(dict.fromkeys(out))
 
 
 def storage_options(storage: str, base: metadata.WriteOptions) -> metadata.WriteOptions:

@@ -290,14 +290,13 @@ def _plan(values: dict[_Storage, list[str]], storages: tuple[_Storage, ...], our
         old = values.get(s, [])
         if s.if_present and not old:
             continue
-        want = {k: e for k in ours if (e := _render(s, k, root, opts.ancestry)) is not None}
+        want = [e for k in ours if (e := _render(s, k, root, opts.ancestry)) is not None]
         drop = {e for k in stale if (e := _render(s, k, root)) is not None}
-        current = set(want.values())
-        moved = {e for e in old if unicodedata.normalize("NFC", e) not in current
+        moved = {e for e in old if unicodedata.normalize("NFC", e) not in want
                  and _ours_in_hierarchy(e, s, root, {*stale, *ours})}
         new = [e for e in old if unicodedata.normalize("NFC", e) not in drop and e not in moved]
         have = {_fold(e) for e in new}
-        for e in want.values():
+        for e in want:
             if _fold(e) not in have:
                 new.append(e)
                 have.add(_fold(e))

@@ -124,11 +124,14 @@ def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
 
 
 def decode_agreement(model: store.InstalledModel, folder: Path, limit: int,
-                     report: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Tags from draft-decoded photos against exactly decoded ones (fp32 both times)."""
+                     report: Callable[[str], None] = lambda _m: None, *,
+                     exact: np.ndarray | None = None) -> dict[str, Any]:
+    """Tags from draft-decoded photos against exactly decoded ones (fp32 both times); ``exact``:
+    the same photos already decoded exactly (``sample_inputs``), when the caller has them."""
     from .pipeline import open_tagger
 
-    exact = sample_inputs(model, folder, limit, report)
+    if exact is None:
+        exact = sample_inputs(model, folder, limit, report)
     drafted = sample_inputs(model, folder, limit, draft=True)
     tagger = open_tagger(model, EngineOptions(device="cpu"))
     return {"decode": "draft", **compare(model, tagger, exact, tagger, drafted)}

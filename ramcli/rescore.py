@@ -36,7 +36,7 @@ from .engine import Engine, EngineOptions
 from .errors import ImageError, RamcliError
 from .images import load_input
 from .index import EMBED_DIM, Index
-from .library import Event, _one_line, storage_options
+from .library import Event, _one_line, keywords, storage_options
 from .pipeline import CUSTOM_FAMILIES
 from .tagging import sigmoid
 from .vocab import Vocabulary
@@ -213,13 +213,7 @@ class Rescore:
         before = set(written)
         english = any(n in before for _, n in (*tags, *also))
         chinese = any(zh.get(i) in before for i, _ in (*tags, *also))
-        if not chinese:
-            return [n for _, n in tags]
-        out: list[str] = []
-        for i, name in tags:
-            local = zh.get(i)
-            out += [name, *([local] if local else [])] if english else [local or name]
-        return list(dict.fromkeys(out))
+        return keywords(tags, zh, ("both" if english else "zh") if chinese else "en")
 
     def _zh(self, model: str) -> dict[int, str]:
         """Tag index -> Chinese name: the model's (when installed) and the custom tags' ``--zh``."""

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # numpy is imported where it is used: a tag-only search runs 
     import numpy as np
 
     from .clsmatrix import ClsMatrix
+    from .engine import Engine
 
 _WORDS = re.compile(r"[\w'&+-]+")
 MAX_NGRAM = 5
@@ -398,17 +399,22 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
     encoder = store.find_family("clip_text", preferred="clip_vit_b16_text")
 
     @cache
-    def head_session() -> Callable[[], Any]:
-        """Starts loading the tag head in the background: the query's embedding comes first."""
-        from .engine import EngineOptions, _session, in_background
+    def rerank_engine() -> Engine:
+        from .engine import Engine, EngineOptions
 
         assert ram is not None
-        # The head only, no image encoder; on the CPU: 100 photos x 1 tag is too little work to
-        # pay for starting CUDA. The few-tags form where the model has it: 100 photos in 0.05
-        # instead of 0.56 s for the full-size head.
-        few = ram.path / store.HEAD_FEW
-        path = few if few.is_file() else ram.path / store.HEAD
-        return in_background(lambda: _session(str(path), EngineOptions(device="cpu", one_shot=True)))
+        # On the CPU: 100 photos x 1 tag is too little work to pay for starting CUDA.
+        return Engine(ram, EngineOptions(device="cpu", one_shot=True))
+
+    @cache
+    def head_session() -> Callable[[], Any]:
+        """Starts loading the tag head in the background: the query's embedding comes first.
+        The few-tags head where the model has it (100 photos in 0.05 instead of 0.56 s for the
+        full-size head), which is the one Engine.logits runs for stored tokens and one tag."""
+        from .engine import in_background
+
+        engine = rerank_engine()
+        return in_background(lambda: engine.head if engine.few_head is None else engine.few_head)
 
     @cache  # onnxruntime is imported only when a query needs a model
     def text_embed() -> Callable[[list[str]], np.ndarray]:
@@ -421,12 +427,8 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
 
     @cache
     def tag_head() -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        import numpy as np
-
-        session = head_session()()
-        wide = session.get_inputs()[0].type == "tensor(float)"  # the full head; the few-tags one takes float16
-        return lambda tokens, labels: session.run(None, {
-            "image_embeds": tokens.astype(np.float32) if wide else tokens, "tag_embeds": labels})[0]
+        head_session()()  # loaded
+        return rerank_engine().logits
 
     return Searcher(index, name, vocab, encoder_name=encoder.name if encoder else None,
                     text_embed=text_embed if encoder else None,

@@ -166,6 +166,11 @@ def parity_check(model: RamModel, installed: store.InstalledModel, images: np.nd
     return report
 
 
+def _worst_logits(parity: dict[str, float]) -> float:
+    """The largest logit difference of a parity report: the tag head's, or the few-tags head's."""
+    return max(parity["logits_max_abs"], parity.get("few_tags_logits_max_abs", 0.0))
+
+
 def _copy_text(src: Path | None, dst: Path) -> None:
     if src is not None:
         if not src.is_file():
@@ -223,7 +228,7 @@ def import_checkpoint(
         report("checking ONNX against PyTorch")
         partial = store.InstalledModel(name, staging)
         parity = parity_check(model, partial, parity_images(partial.preprocess))
-        worst = max(parity["logits_max_abs"], parity.get("few_tags_logits_max_abs", 0.0))
+        worst = _worst_logits(parity)
         if worst > PARITY_TOLERANCE:
             raise RamcliError(f"ONNX export does not reproduce PyTorch (max logit difference {worst:.2e})",
                               path=checkpoint, hint="please report this with `ramcli doctor --json`")
@@ -256,5 +261,4 @@ def verify(name: str, images: np.ndarray | None = None) -> dict[str, Any]:
     model = build_model(state, cfg, source=src)
     imgs = images if images is not None else parity_images(installed.preprocess)
     result = parity_check(model, installed, imgs)
-    worst = max(result["logits_max_abs"], result.get("few_tags_logits_max_abs", 0.0))
-    return {"model": name, "checkpoint": str(src), **result, "ok": worst <= PARITY_TOLERANCE}
+    return {"model": name, "checkpoint": str(src), **result, "ok": _worst_logits(result) <= PARITY_TOLERANCE}
