@@ -103,3 +103,40 @@ def test_engine_without_the_few_tags_head_uses_the_full_one(tiny_model, tmp_path
     tokens = np.random.default_rng(3).normal(size=(1, 145, 512)).astype(np.float32)
     want = Engine(tiny_model, EngineOptions(device="cpu")).logits(tokens, labels)
     np.testing.assert_allclose(engine.logits(tokens, labels), want, rtol=0, atol=1e-4)
+
+
+_DENORMALS = r"""
+import sys
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from ramcli.engine import EngineOptions, _session
+
+one = numpy_helper.from_array(np.ones(1, np.float32), "one")
+graph = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])], [one])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+if sys.argv[1] == "engine":
+    session = _session(model, EngineOptions(threads=2))
+else:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+x = np.full(1 << 22, 1e-40, np.float32)  # large enough to be split over both threads
+print(int(np.count_nonzero(session.run(None, {"x": x})[0])))
+"""
+
+
+@pytest.mark.parametrize(("how", "flushed"), [("engine", True), ("plain", False)])
+def test_engine_sessions_flush_denormals_on_every_thread(how: str, flushed: bool) -> None:
+    """Swin's shifted-window mask makes denormal attention weights, which x86 multiplies ~10x
+    slower; the engine's sessions treat them as zero. A plain session (the control) keeps them,
+    so this checks the option, not the CPU. A fresh process each: onnxruntime sets the calling
+    thread's mode only from the first session in a process."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DENORMALS, how], capture_output=True, text=True, check=True)
+    nonzero = int(out.stdout.strip())
+    assert (nonzero == 0) if flushed else (nonzero == 1 << 22)

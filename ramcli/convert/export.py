@@ -84,6 +84,9 @@ def simplify_graph(path: Path, *, external_data: bool) -> None:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        # Often the process's first session, whose choice onnxruntime applies to the calling
+        # thread for good: keep it the same as the engine's (see engine._session).
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
         so.optimized_model_filepath = str(work / path.name)
         if external_data:
             so.add_session_config_entry("session.optimized_model_external_initializers_file_name",

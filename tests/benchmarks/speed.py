@@ -20,7 +20,12 @@ rotated photos; that is a decoding choice, not the engine's.)
 
 Usage:
   python tests/benchmarks/speed.py --model random_ram_plus_swin_l [--photos DIR] [--count 8]
-      [--batch 1] [--threads 2] [--rounds 3] [--precision fp32 int8]
+      [--batch 1] [--threads 2] [--rounds 3] [--precision fp32 int8] [--reference-ftz]
+
+Denormals: ramcli's sessions flush them to zero (engine._session), the authors' script does not,
+and Swin's shifted-window mask makes many (the speed-up counts this). ``--reference-ftz`` adds the
+authors' procedure with ``torch.set_flush_denormal(True)`` as one more side, so the note can say
+how much of the speed-up is flushing alone.
 The model's source checkpoint (meta.json) must still exist. Prints one JSON document.
 """
 
@@ -82,6 +87,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"])
+    ap.add_argument("--reference-ftz", action="store_true",
+                    help="also run the reference with torch.set_flush_denormal(True), to show what "
+                         "flushing denormals alone gives it")
     args = ap.parse_args()
 
     import numpy as np
@@ -119,19 +127,24 @@ def main() -> None:
                     out.append({names[j] for j in torch.nonzero(row).flatten().tolist()})
         return out
 
+    def run(side: str, chunk: list[Path]) -> list[set[str]]:
+        # The calling thread's denormal mode is shared: onnxruntime turns flushing on for it with
+        # the first session, and the authors' script never does. Each side gets its own.
+        torch.set_flush_denormal(side != "reference")
+        return reference(chunk) if side.startswith("reference") else ours(side, chunk)
+
     def ours(precision: str, chunk: list[Path]) -> list[set[str]]:
         results = tag_photos(chunk, taggers[precision], Selection(), batch_size=args.batch)
         return [{t.name for t in r.tags} for r in results]
 
     # warm-up: one batch each (lazy session loading, first-run allocations)
     warm = files[:args.batch]
-    reference(warm)
-    for p in args.precision:
-        ours(p, warm)
+    sides = ["reference", *(["reference_ftz"] if args.reference_ftz else []), *args.precision]
+    for side in sides:
+        run(side, warm)
 
     # Segments of `batch` photos; within each, every side in turn (the order rotating), so a
     # machine that gets busier or quieter meets all sides alike; the ratio is per segment.
-    sides = ["reference", *args.precision]
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     tags: dict[str, list[set[str]]] = {side: [] for side in sides}
     step = args.batch
@@ -140,7 +153,7 @@ def main() -> None:
             chunk = files[start:start + step]
             for side in sides[k % len(sides):] + sides[:k % len(sides)]:
                 t = time.perf_counter()
-                got = reference(chunk) if side == "reference" else ours(side, chunk)
+                got = run(side, chunk)
                 seconds[side].append((time.perf_counter() - t) / len(chunk))
                 if r == args.rounds - 1:
                     tags[side] += got
@@ -149,6 +162,7 @@ def main() -> None:
 
     # Same input tensors on both sides: the engine against the authors' procedure, tag for tag.
     same_input = []
+    torch.set_flush_denormal(False)
     with torch.inference_mode():
         for p in files:
             x = torch.from_numpy(load_input(p, pre)[0][None])
@@ -159,6 +173,10 @@ def main() -> None:
         "model": installed.name, "photos": len(files), "batch": args.batch, "threads": args.threads,
         "rounds": args.rounds, "reference_s_per_photo": round(ref_s, 3),
     }
+    if args.reference_ftz:
+        ftz = [a / b for a, b in zip(seconds["reference"], seconds["reference_ftz"], strict=True)]
+        report["reference_ftz"] = {"s_per_photo": round(statistics.median(seconds["reference_ftz"]), 3),
+                                   "speedup": round(statistics.median(ftz), 2)}
     for p in args.precision:
         ratios = [a / b for a, b in zip(seconds["reference"], seconds[p], strict=True)]
         shared = sum(len(a & b) for a, b in zip(same_input, tags[p], strict=True))
@@ -168,6 +186,9 @@ def main() -> None:
             "speedup": round(statistics.median(ratios), 2),  # median of the per-segment ratios
             "speedup_quartiles": [round(q, 2) for q in statistics.quantiles(ratios, n=4)] if len(ratios) > 1
             else None,
+            **({"speedup_vs_reference_ftz": round(statistics.median(
+                [a / b for a, b in zip(seconds["reference_ftz"], seconds[p], strict=True)]), 2)}
+               if args.reference_ftz else {}),
             "identical_tags": all(a == b for a, b in zip(same_input, tags[p], strict=True)),
             "tag_agreement": round(shared / either, 4) if either else 1.0,
             "reference_tags": sum(len(a) for a in same_input),
