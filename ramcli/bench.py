@@ -36,7 +36,9 @@ from .index import ImageRecord, PhotoRow, open_index
 from .pipeline import open_tagger
 from .tagging import Selection
 
-STAGES = ("decode", "encoder", "head", "caption", "metadata", "index")
+# "inference": encoder and tag head together, where the images of a batch run side by side
+# (engine.for_batches) and the two cannot be timed apart.
+STAGES = ("decode", "encoder", "head", "inference", "caption", "metadata", "index")
 
 
 def peak_rss_mb() -> float | None:
@@ -86,8 +88,8 @@ def _warm_up(tagger: Any, photos: list[Path]) -> None:
         with suppress(ImageError):  # reported by the timed pass
             pixels.append(load_input(p, tagger.engine.preprocess)[0])
     if pixels:
-        embeds = tagger.engine.encode(np.stack(pixels))
-        tagger.captions(embeds, tagger.logits(embeds))
+        embeds, logits = tagger.infer(np.stack(pixels))
+        tagger.captions(embeds, logits)
 
 
 def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4,
@@ -96,7 +98,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     """Tag ``photos`` (copies of them) stage by stage; the numbers ``ramcli bench`` prints."""
     opts = engine or EngineOptions()
     t0 = time.perf_counter()
-    tagger = open_tagger(model, opts)
+    tagger = open_tagger(model, opts, batch_size=batch)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     _warm_up(tagger, photos[:batch])
@@ -120,10 +122,15 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
             if not pixels:
                 continue
             x = np.stack(pixels)
-            with clock("encoder"):
-                embeds = tagger.engine.encode(x)
+            if tagger.engine.side_by_side > 1 and len(x) > 1:
+                with clock("inference"):
+                    embeds, logits = tagger.infer(x)
+            else:
+                with clock("encoder"):
+                    embeds = tagger.engine.encode(x)
+                with clock("head"):
+                    logits = tagger.logits(embeds)
             with clock("head"):
-                logits = tagger.logits(embeds)
                 tags = [tagger.tags(row, Selection()) for row in logits]
             with clock("caption" if model.family == "tag2text" else "head"):
                 captions = tagger.captions(embeds, logits)
@@ -147,7 +154,8 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     total = sum(clock.seconds.values())
     return {
         "model": model.name, "family": model.family, "provider": tagger.engine.provider,
-        "threads": opts.threads or os.cpu_count(), "batch": batch, "photos": done, "errors": len(errors),
+        "threads": opts.threads or os.cpu_count(), "batch": batch, "side_by_side": tagger.engine.side_by_side,
+        "photos": done, "errors": len(errors),
         "load_s": round(load_s, 2), "warmup_s": round(warmup_s, 2),
         "photos_per_s": round(done / total, 3) if total else None,
         "s_per_photo": round(total / done, 3) if done else None,

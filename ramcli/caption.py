@@ -104,6 +104,8 @@ class StepDecoder:
 class Tag2Text:
     """An installed Tag2Text model: preprocessed images in, tags and captions out."""
 
+    side_by_side = 1  # a batch runs as one (open_tagger does not apply engine.for_batches here)
+
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None, *,
                  session_factory: SessionFactory | None = None) -> None:
         self.model = model

@@ -193,7 +193,7 @@ def tag(
         from .config import index_path
 
         tagger = open_tagger(installed, EngineOptions(device=device, threads=threads, precision=precision,
-                                                      decode=decode), index or index_path(), guide)
+                                                      decode=decode), index or index_path(), guide, batch_size)
         _say(f"model {installed.name} on {tagger.engine.provider}" + (f" ({precision})" if precision != "fp32" else ""))
         if dry_run:
             failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out, lang)

@@ -8,9 +8,14 @@ library it could not load are silenced; ramcli says once which provider runs ins
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
+import platform
+import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +58,61 @@ class EngineOptions:
     # Draft JPEG decoding (images.Preprocess.draft): "auto" uses it where decoding is the
     # bottleneck, i.e. when the model runs on CUDA; on the CPU inference dwarfs decoding.
     decode: str = "auto"  # auto | exact | draft
+    # On the CPU, this many images of a batch run at once, each on its share of the threads,
+    # instead of one after another on all of them (set by `for_batches`).
+    side_by_side: int = 1
+
+
+def for_batches(opts: EngineOptions, batch_size: int) -> EngineOptions:
+    """``opts`` for tagging in batches of ``batch_size``: the CPU runs the images of a batch side
+    by side. A matrix product split over all cores waits on its slowest part, and Swin's are small
+    (576 rows at 384 px), so whole images per core scale better: full-size Swin-L on 2 cores,
+    encoder + tag head, 1.16x the photos/s in fp32 and 1.07x in int8 (medians of 6 alternating
+    rounds of 4 photos). Where the worker threads cannot flush denormals (see
+    `flush_denormals_here`) this would be slower, so it is left off there."""
+    cores = opts.threads or os.cpu_count() or 1
+    n = min(batch_size, cores)
+    if opts.device == "cuda" or n < 2 or not _flushing_works():
+        return opts
+    return replace(opts, side_by_side=n)
+
+
+_FTZ_DAZ = 0x8040  # MXCSR: flush-to-zero (bit 15), denormals-are-zero (bit 6)
+
+
+def flush_denormals_here() -> bool:
+    """Flush denormals to zero in the calling thread, as onnxruntime does in its own threads
+    (see `_session`); True where it took effect. Python has no call for the x86 MXCSR register,
+    so this goes through C's fegetenv/fesetenv: on x86-64 Linux their fenv_t is 28 bytes of x87
+    state followed by the MXCSR. Checked by multiplying a denormal afterwards."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        env = (ctypes.c_uint8 * 32)()
+        if libm.fegetenv(env) != 0:
+            return False
+        mxcsr = int.from_bytes(bytes(env[28:32]), "little") | _FTZ_DAZ
+        env[28:32] = list(mxcsr.to_bytes(4, "little"))
+        if libm.fesetenv(env) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return bool(np.float32(2) * np.array([1e-40], dtype=np.float32)[0] == 0)
+
+
+_flush_probe: list[bool] = []
+
+
+def _flushing_works() -> bool:
+    """Whether `flush_denormals_here` works here, tried once in a thread of its own."""
+    if not _flush_probe:
+        box: list[bool] = []
+        t = threading.Thread(target=lambda: box.append(flush_denormals_here()), name="ramcli-probe")
+        t.start()
+        t.join()
+        _flush_probe.append(bool(box and box[0]))
+    return _flush_probe[0]
 
 
 def input_contract(model: InstalledModel, opts: EngineOptions, provider: str) -> Preprocess:
@@ -116,7 +176,9 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
     # pool's threads get the mode per session; the calling thread only from the process's first
     # session (onnxruntime sets it once), which is why every session here asks for it.
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    if opts.threads:
+    if opts.side_by_side > 1:  # each image gets its share of the cores (see for_batches)
+        so.intra_op_num_threads = max(1, (opts.threads or os.cpu_count() or 1) // opts.side_by_side)
+    elif opts.threads:
         so.intra_op_num_threads = opts.threads
     if opts.one_shot:
         so.add_session_config_entry("session.disable_prepacking", "1")
@@ -208,4 +270,16 @@ class Engine:
     @property
     def head_per_image(self) -> bool:
         return self.provider == "CPU"
+
+    @property
+    def side_by_side(self) -> int:
+        """How many images run at once (`for_batches`): on the CPU only."""
+        return self.opts.side_by_side if self.provider == "CPU" else 1
+
+    @cached_property
+    def workers(self) -> ThreadPoolExecutor:
+        """The threads running images side by side; they flush denormals like onnxruntime's own."""
+        self.encoder, self.head  # noqa: B018 - loaded here, not raced for by the workers
+        return ThreadPoolExecutor(self.side_by_side, thread_name_prefix="ramcli-infer",
+                                  initializer=flush_denormals_here)
 

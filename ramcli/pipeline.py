@@ -17,7 +17,7 @@ import numpy as np
 
 from . import store
 from .config import default_model_name
-from .engine import Engine, EngineOptions
+from .engine import Engine, EngineOptions, for_batches
 from .errors import ImageError, ModelNotFound, printable
 from .images import Preprocess, decode_error, load_input
 from .tagging import Selection, Tag, Tagger
@@ -64,13 +64,18 @@ CUSTOM_FAMILIES = frozenset({"ram_plus", "ram"})  # tag heads queried with CLIP 
 
 
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
-                index_file: Path | None = None, caption_tags: list[str] | None = None) -> Tagger:
+                index_file: Path | None = None, caption_tags: list[str] | None = None,
+                batch_size: int = 1) -> Tagger:
     """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``.
-    Tag2Text gets its captioning runtime behind the same interface (``caption_tags``: the user's guide)."""
+    Tag2Text gets its captioning runtime behind the same interface (``caption_tags``: the user's guide).
+    ``batch_size``: the images per `Tagger.infer` call to come, which on the CPU run side by side
+    (engine.for_batches)."""
+    opts = opts or EngineOptions()
     if model.family == "tag2text":
         from .caption import CaptionTagger, Tag2Text
 
         return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
+    opts = for_batches(opts, batch_size)
     vocab = Vocabulary.builtin(model)
     if index_file is not None and index_file.exists() and model.family in CUSTOM_FAMILIES:
         from . import custom

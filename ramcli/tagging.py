@@ -68,8 +68,15 @@ class Tagger:
 
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, S, S) -> (image embeddings (B, N, 512), logits (B, T))."""
+        if self.engine.side_by_side > 1 and len(images) > 1:
+            done = list(self.engine.workers.map(self._infer_one, images))
+            return np.concatenate([e for e, _ in done]), np.concatenate([lg for _, lg in done])
         embeds = self.engine.encode(images)
         return embeds, self.logits(embeds)
+
+    def _infer_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embeds = self.engine.encode(image[None])
+        return embeds, self.engine.logits(embeds, self.vocab.tag_embeds(embeds))
 
     def logits(self, image_embeds: np.ndarray) -> np.ndarray:
         """(B, N, 512) -> (B, T); one image at a time where batching only costs memory (CPU)."""

@@ -140,3 +140,60 @@ def test_engine_sessions_flush_denormals_on_every_thread(how: str, flushed: bool
     out = subprocess.run([sys.executable, "-c", _DENORMALS, how], capture_output=True, text=True, check=True)
     nonzero = int(out.stdout.strip())
     assert (nonzero == 0) if flushed else (nonzero == 1 << 22)
+
+
+def _flushes() -> bool:
+    return bool(np.float32(2) * np.array([1e-40], dtype=np.float32)[0] == 0)
+
+
+def test_images_side_by_side_give_the_same_tags_on_flushing_threads(tiny_model) -> None:
+    """A batch's images on worker threads of their own (engine.for_batches): the same numbers as
+    one after another, and the workers flush denormals as onnxruntime's threads do."""
+    from ramcli.engine import _flushing_works
+    from ramcli.pipeline import open_tagger
+
+    if not _flushing_works():
+        pytest.skip("no way to flush denormals from Python threads here (not x86-64 Linux)")
+    x = np.random.default_rng(0).standard_normal((3, 3, 384, 384)).astype(np.float32)
+    apart = open_tagger(tiny_model, EngineOptions(device="cpu", threads=2), batch_size=3)
+    assert apart.engine.side_by_side == 2 and apart.engine.opts.side_by_side == 2
+    together = open_tagger(tiny_model, EngineOptions(device="cpu", threads=2))
+    assert together.engine.side_by_side == 1
+    (e1, l1), (e2, l2) = apart.infer(x), together.infer(x)
+    np.testing.assert_allclose(e1, e2, atol=1e-5)
+    np.testing.assert_allclose(l1, l2, atol=1e-5)
+    assert apart.engine.workers.submit(_flushes).result()
+
+
+_FLUSH_HERE = r"""
+import numpy as np
+from ramcli.engine import flush_denormals_here
+tiny = lambda: bool(np.float32(2) * np.array([1e-40], dtype=np.float32)[0] == 0)
+before = tiny()
+print(before, flush_denormals_here(), tiny())
+"""
+
+
+def test_flush_denormals_here_sets_the_calling_threads_mode() -> None:
+    """In a fresh process (no onnxruntime session has set the mode yet) a thread computes with
+    denormals until `flush_denormals_here` turns flushing on."""
+    import platform
+    import subprocess
+    import sys
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        pytest.skip("x86-64 Linux only")
+    out = subprocess.run([sys.executable, "-c", _FLUSH_HERE], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
+
+
+def test_for_batches_runs_images_side_by_side_only_where_it_pays() -> None:
+    from ramcli.engine import _flushing_works, for_batches
+
+    if not _flushing_works():
+        pytest.skip("no way to flush denormals from Python threads here (not x86-64 Linux)")
+    assert for_batches(EngineOptions(threads=2), 4).side_by_side == 2
+    assert for_batches(EngineOptions(threads=4), 3).side_by_side == 3
+    assert for_batches(EngineOptions(threads=2), 1).side_by_side == 1  # one image: all threads on it
+    assert for_batches(EngineOptions(threads=1), 8).side_by_side == 1
+    assert for_batches(EngineOptions(threads=2, device="cuda"), 8).side_by_side == 1

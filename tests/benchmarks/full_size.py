@@ -39,9 +39,9 @@ from ramcli.tagging import Selection
 name, batch, threads, *paths = sys.argv[1:]
 paths = [Path(p) for p in paths]
 t0 = time.perf_counter()
-tagger = open_tagger(store.get(name), EngineOptions(threads=int(threads)))
-load = time.perf_counter() - t0
 batch = int(batch)
+tagger = open_tagger(store.get(name), EngineOptions(threads=int(threads)), batch_size=batch)
+load = time.perf_counter() - t0
 warm = paths[:batch]
 list(tag_photos(warm, tagger, Selection(), batch_size=batch))
 t1 = time.perf_counter()

@@ -116,7 +116,8 @@ def main() -> None:
     thresholds = torch.from_numpy(np.asarray(installed.thresholds))
     names = installed.tag_names
     files = photos(args.photos, args.count)
-    taggers = {p: open_tagger(installed, EngineOptions(threads=args.threads, precision=p)) for p in args.precision}
+    taggers = {p: open_tagger(installed, EngineOptions(threads=args.threads, precision=p), batch_size=args.batch)
+               for p in args.precision}
 
     def reference(chunk: list[Path]) -> list[set[str]]:
         out = []
