@@ -35,6 +35,10 @@ T = TypeVar("T")
 # 2 cores: 1 tag 0.028 instead of 0.135 s, 16 tags 0.18 vs 0.30, 32 tags 0.36 vs 0.39, 64 tags
 # 0.67 vs 0.62), so tagging with all 4,585 tags never uses it.
 FEW_TAGS = 32
+# On the CPU the tag head runs over at most this many tags at a time. Each tag is scored on its own
+# (the head has no self-attention), so this changes no result, only memory: with two images side
+# by side (for_batches) full-size RAM++ peaked at 3.18 GB whole, 2.78 GB in runs of 1024 tags.
+HEAD_TAGS_PER_RUN = 1024
 _QUIET = 3  # errors only
 _SILENT = 4  # fatal only: while probing for CUDA
 
@@ -65,16 +69,24 @@ class EngineOptions:
 
 def for_batches(opts: EngineOptions, batch_size: int) -> EngineOptions:
     """``opts`` for tagging in batches of ``batch_size``: the CPU runs the images of a batch side
-    by side. A matrix product split over all cores waits on its slowest part, and Swin's are small
-    (576 rows at 384 px), so whole images per core scale better: full-size Swin-L on 2 cores,
-    encoder + tag head, 1.16x the photos/s in fp32 and 1.07x in int8 (medians of 6 alternating
-    rounds of 4 photos). Where the worker threads cannot flush denormals (see
-    `flush_denormals_here`) this would be slower, so it is left off there."""
-    cores = opts.threads or os.cpu_count() or 1
-    n = min(batch_size, cores)
+    by side, each on its share of the cores, instead of splitting every matrix product of one
+    image over all of them (Swin-L's last stage has only 576 rows per image). Full-size Swin-L on
+    2 cores, encoder + tag head: 1.16x the photos/s in fp32 and 1.07x in int8 (medians of 6
+    alternating rounds of 4 photos; not measured on more cores). Where the worker threads cannot
+    flush denormals (`flush_denormals_here`) they would lose ~0.4 s per photo to Swin's masked
+    attention (see `_session`), more than this gains, so it stays off there."""
+    n = min(batch_size, opts.threads or _cores())
     if opts.device == "cuda" or n < 2 or not _flushing_works():
         return opts
     return replace(opts, side_by_side=n)
+
+
+def _cores() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 _FTZ_DAZ = 0x8040  # MXCSR: flush-to-zero (bit 15), denormals-are-zero (bit 6)
@@ -177,7 +189,7 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
     # session (onnxruntime sets it once), which is why every session here asks for it.
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
     if opts.side_by_side > 1:  # each image gets its share of the cores (see for_batches)
-        so.intra_op_num_threads = max(1, (opts.threads or os.cpu_count() or 1) // opts.side_by_side)
+        so.intra_op_num_threads = max(1, (opts.threads or _cores()) // opts.side_by_side)
     elif opts.threads:
         so.intra_op_num_threads = opts.threads
     if opts.one_shot:
@@ -263,9 +275,14 @@ class Engine:
         the encoder) go to the full head, which sees them unrounded."""
         few = image_embeds.dtype == np.float16 and tag_embeds.shape[1] <= FEW_TAGS and self.few_head is not None
         head = self.few_head if few else self.head
-        feeds = {"image_embeds": np.ascontiguousarray(image_embeds, dtype=np.float16 if few else np.float32),
-                 "tag_embeds": np.ascontiguousarray(tag_embeds, dtype=np.float32)}
-        return head.run(None, feeds)[0]
+        image_embeds = np.ascontiguousarray(image_embeds, dtype=np.float16 if few else np.float32)
+        tag_embeds = np.ascontiguousarray(tag_embeds, dtype=np.float32)
+        t = tag_embeds.shape[1]
+        step = HEAD_TAGS_PER_RUN if t > HEAD_TAGS_PER_RUN and self.provider == "CPU" else t
+        parts = [head.run(None, {"image_embeds": image_embeds,
+                                 "tag_embeds": np.ascontiguousarray(tag_embeds[:, i:i + step])})[0]
+                 for i in range(0, t, step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     @property
     def head_per_image(self) -> bool:

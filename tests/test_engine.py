@@ -197,3 +197,23 @@ def test_for_batches_runs_images_side_by_side_only_where_it_pays() -> None:
     assert for_batches(EngineOptions(threads=2), 1).side_by_side == 1  # one image: all threads on it
     assert for_batches(EngineOptions(threads=1), 8).side_by_side == 1
     assert for_batches(EngineOptions(threads=2, device="cuda"), 8).side_by_side == 1
+
+
+def test_tag_head_in_runs_of_a_few_tags_gives_the_same_logits(tiny_model, monkeypatch) -> None:
+    """On the CPU the head scores at most HEAD_TAGS_PER_RUN tags per run (memory); every tag is
+    scored on its own, so the logits are those of one run over all tags."""
+    from ramcli import engine as engine_module
+    from ramcli.engine import Engine
+
+    e = Engine(tiny_model, EngineOptions(device="cpu"))
+    rng = np.random.default_rng(3)
+    image = rng.standard_normal((2, 145, 512)).astype(np.float32)
+    tags = rng.standard_normal((2, tiny_model.num_tags, 512)).astype(np.float32)
+    whole = e.logits(image, tags)
+    monkeypatch.setattr(engine_module, "HEAD_TAGS_PER_RUN", 3)
+    calls = []
+    real = e.head.run
+    monkeypatch.setattr(e.head, "run", lambda *a, **k: calls.append(1) or real(*a, **k), raising=False)
+    in_runs = e.logits(image, tags)
+    assert len(calls) == -(-tiny_model.num_tags // 3) > 1
+    np.testing.assert_allclose(in_runs, whole, rtol=0, atol=1e-6)
