@@ -184,9 +184,10 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
     # so many attention weights land below 1.2e-38, and x86 cores take a microcode assist for
     # every product with such a number. Full-size Swin-L on 2 cores, the shifted blocks only:
     # 0.32 s of 2.6 spent in the attention-times-values MatMuls and 0.16 s in Softmax; flushed,
-    # 0.04 s each (onnxruntime's profiler; the tags do not change). The
-    # pool's threads get the mode per session; the calling thread only from the process's first
-    # session (onnxruntime sets it once), which is why every session here asks for it.
+    # 0.04 s each (onnxruntime's profiler; the tags do not change). The pool's threads get the
+    # mode per session; the calling thread only from the process's first session (onnxruntime
+    # sets it once), which is why every session here asks for it. Threads of ramcli's own that
+    # run sessions set it themselves (flush_denormals_here).
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
     if opts.side_by_side > 1:  # each image gets its share of the cores (see for_batches)
         so.intra_op_num_threads = max(1, (opts.threads or _cores()) // opts.side_by_side)
