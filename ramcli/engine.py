@@ -8,16 +8,12 @@ library it could not load are silenced; ramcli says once which provider runs ins
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
-import platform
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +24,8 @@ from .errors import RamcliError, first_line
 from .store import ENCODER, HEAD, HEAD_FEW, PRECISIONS, QUANTIZED, InstalledModel, graph_variant
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     from .images import Preprocess
 
 T = TypeVar("T")
@@ -97,8 +95,13 @@ def flush_denormals_here() -> bool:
     (see `_session`); True where it took effect. Python has no call for the x86 MXCSR register,
     so this goes through C's fegetenv/fesetenv: on x86-64 Linux their fenv_t is 28 bytes of x87
     state followed by the MXCSR. Checked by multiplying a denormal afterwards."""
+    import platform
+
     if sys.platform != "linux" or platform.machine() != "x86_64":
         return False
+    import ctypes  # here, not at the top: search imports this module and never needs them
+    import ctypes.util
+
     try:
         libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
         env = (ctypes.c_uint8 * 32)()
@@ -113,18 +116,14 @@ def flush_denormals_here() -> bool:
     return bool(np.float32(2) * np.array([1e-40], dtype=np.float32)[0] == 0)
 
 
-_flush_probe: list[bool] = []
-
-
+@cache
 def _flushing_works() -> bool:
     """Whether `flush_denormals_here` works here, tried once in a thread of its own."""
-    if not _flush_probe:
-        box: list[bool] = []
-        t = threading.Thread(target=lambda: box.append(flush_denormals_here()), name="ramcli-probe")
-        t.start()
-        t.join()
-        _flush_probe.append(bool(box and box[0]))
-    return _flush_probe[0]
+    box: list[bool] = []
+    t = threading.Thread(target=lambda: box.append(flush_denormals_here()), name="ramcli-probe")
+    t.start()
+    t.join()
+    return bool(box and box[0])
 
 
 def input_contract(model: InstalledModel, opts: EngineOptions, provider: str) -> Preprocess:
@@ -173,22 +172,31 @@ def _graph(path: str, precision: str) -> str:
     return os.fspath(variant)
 
 
+def session_options() -> ort.SessionOptions:
+    """What every onnxruntime session of ramcli starts from (the engine's, the export's): quiet,
+    and denormals flushed to zero (FTZ/DAZ).
+
+    Why flush: Swin's shifted-window mask adds -100 before the softmax, so many attention weights
+    land below 1.2e-38, and x86 cores take a microcode assist for every product with such a
+    number. Full-size Swin-L on 2 cores, the shifted blocks only: 0.32 s of 2.6 spent in the
+    attention-times-values MatMuls and 0.16 s in Softmax; flushed, 0.04 s each (onnxruntime's
+    profiler; the tags do not change). A session's pool threads get the mode per session; the
+    calling thread only from the process's first session (onnxruntime sets it once), which is why
+    every session must ask for it. Threads of ramcli's own that run sessions set it themselves
+    (`flush_denormals_here`).
+    """
+    so = ort.SessionOptions()
+    so.log_severity_level = _QUIET
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return so
+
+
 def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) -> ort.InferenceSession:
     if isinstance(path, str):
         path = _graph(path, opts.precision)
-    so = ort.SessionOptions()
-    so.log_severity_level = _QUIET
+    so = session_options()
     so.enable_cpu_mem_arena = cpu_arena
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Flush denormals to zero (FTZ/DAZ). Swin's shifted-window mask adds -100 before the softmax,
-    # so many attention weights land below 1.2e-38, and x86 cores take a microcode assist for
-    # every product with such a number. Full-size Swin-L on 2 cores, the shifted blocks only:
-    # 0.32 s of 2.6 spent in the attention-times-values MatMuls and 0.16 s in Softmax; flushed,
-    # 0.04 s each (onnxruntime's profiler; the tags do not change). The pool's threads get the
-    # mode per session; the calling thread only from the process's first session (onnxruntime
-    # sets it once), which is why every session here asks for it. Threads of ramcli's own that
-    # run sessions set it themselves (flush_denormals_here).
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")
     if opts.side_by_side > 1:  # each image gets its share of the cores (see for_batches)
         so.intra_op_num_threads = max(1, (opts.threads or _cores()) // opts.side_by_side)
     elif opts.threads:
@@ -297,6 +305,8 @@ class Engine:
     @cached_property
     def workers(self) -> ThreadPoolExecutor:
         """The threads running images side by side; they flush denormals like onnxruntime's own."""
+        from concurrent.futures import ThreadPoolExecutor
+
         self.encoder, self.head  # noqa: B018 - loaded here, not raced for by the workers
         return ThreadPoolExecutor(self.side_by_side, thread_name_prefix="ramcli-infer",
                                   initializer=flush_denormals_here)

@@ -113,6 +113,8 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
     import onnxruntime as ort
     import open_clip
 
+    from ..engine import session_options
+
     model = build_text_model(state, source=checkpoint)
     with store.staging(name) as staging:
         report("exporting the CLIP text encoder to ONNX")
@@ -124,7 +126,7 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         with torch.no_grad():
             ref = model.encode_text(ids, normalize=True).numpy()  # open_clip's own, all 77 positions
         shutil.copyfile(bpe_source(), staging / BPE)
-        session = ort.InferenceSession(str(staging / ENCODER), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(staging / ENCODER), session_options(), providers=["CPUExecutionProvider"])
         got = session.run(None, {"ids": ids.numpy()})[0]
         cut = int((ids.numpy() != 0).sum(axis=1).max())  # what the runtime feeds: ids up to end-of-text
         diff = max(float(np.abs(got - ref).max()),

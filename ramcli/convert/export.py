@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import __version__, store
-from ..engine import Engine, EngineOptions
+from ..engine import Engine, EngineOptions, session_options
 from ..errors import CheckpointError, RamcliError
 from ..hashing import sha256_file
 from ..images import parity_images
@@ -81,12 +81,8 @@ def simplify_graph(path: Path, *, external_data: bool) -> None:
     work = path.parent / f".simplify-{path.name}"
     work.mkdir()
     try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so = session_options()  # often the process's first session: it sets the thread's mode for good
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        # Often the process's first session, whose choice onnxruntime applies to the calling
-        # thread for good: keep it the same as the engine's (see engine._session).
-        so.add_session_config_entry("session.set_denormal_as_zero", "1")
         so.optimized_model_filepath = str(work / path.name)
         if external_data:
             so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
