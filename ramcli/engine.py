@@ -233,6 +233,9 @@ class Engine:
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = opts or EngineOptions()
+        # arrays copied to the device once (`_on_device`), by id, each with the array it mirrors
+        self._resident: dict[int, tuple[np.ndarray, ort.OrtValue]] = {}
+        self._resident_lock = threading.Lock()
 
     # Each graph is loaded on first use: re-scoring stored tokens (`ramcli add-tag`, search's
     # re-ranking) needs no encoder and, for a few tags, only the few-tags head.
@@ -271,6 +274,49 @@ class Engine:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @cached_property
+    def reweigher(self) -> ort.InferenceSession:
+        """RAM++'s per-image description weighting (`ramcli.reweight`), on this engine's device."""
+        from .reweight import graph
+
+        return _session(graph(), self.opts)
+
+    @property
+    def bind(self) -> bool:
+        """Whether tensors stay on the device from one graph to the next (onnxruntime I/O binding):
+        on CUDA. On the CPU plain numpy in and out costs no copies."""
+        return self.provider != "CPU"
+
+    @property
+    def device_type(self) -> str:
+        """onnxruntime's name for where `bind` keeps tensors."""
+        return "cpu" if self.provider == "CPU" else "cuda"
+
+    def _on_device(self, array: np.ndarray) -> ort.OrtValue:
+        """``array`` on the device, copied there on first use and kept while this engine lives (the
+        480 MB of built-in description embeddings would otherwise cross the bus for every batch)."""
+        with self._resident_lock:
+            hit = self._resident.get(id(array))
+            if hit is None or hit[0] is not array:
+                value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=np.float32),
+                                                         self.device_type, 0)
+                hit = self._resident[id(array)] = (array, value)
+            return hit[1]
+
+    def reweigh(self, cls: np.ndarray, descriptions: np.ndarray, scale: float) -> np.ndarray | ort.OrtValue:
+        """RAM++'s tag embeddings (B, n, 512) from CLS embeddings (B, 512) and a group's descriptions
+        (n, D, 512): a numpy array, or where `bind` a tensor left on the device for `logits`."""
+        feeds = {"cls": np.ascontiguousarray(cls, dtype=np.float32), "scale": np.asarray(scale, dtype=np.float32)}
+        if not self.bind:
+            return self.reweigher.run(None, {**feeds, "descriptions": descriptions})[0]
+        io = self.reweigher.io_binding()
+        for name, value in feeds.items():
+            io.bind_cpu_input(name, value)
+        io.bind_ortvalue_input("descriptions", self._on_device(descriptions))
+        io.bind_output(self.reweigher.get_outputs()[0].name, self.device_type)
+        self.reweigher.run_with_iobinding(io)
+        return io.get_outputs()[0]
+
+    @cached_property
     def few_head(self) -> ort.InferenceSession | None:
         """The tag head for a few tags per image on stored tokens (``store.HEAD_FEW``: float16
         image embeddings in), fp32 weights only; None where the model was converted without it
@@ -278,10 +324,18 @@ class Engine:
         path = self.model.path / HEAD_FEW
         return _session(os.fspath(path), self.opts) if self.opts.precision == "fp32" and path.is_file() else None
 
-    def logits(self, image_embeds: np.ndarray, tag_embeds: np.ndarray) -> np.ndarray:
+    def logits(self, image_embeds: np.ndarray, tag_embeds: np.ndarray | ort.OrtValue) -> np.ndarray:
         """(B, N, 512) x (B, T, 512) -> (B, T). Float16 image embeddings are stored tokens: for
         up to FEW_TAGS tags the few-tags head takes them as they are. Float32 ones (fresh from
-        the encoder) go to the full head, which sees them unrounded."""
+        the encoder) go to the full head, which sees them unrounded. Tag embeddings already on
+        the device (`reweigh`) stay there."""
+        if isinstance(tag_embeds, ort.OrtValue):
+            io = self.head.io_binding()
+            io.bind_cpu_input("image_embeds", np.ascontiguousarray(image_embeds, dtype=np.float32))
+            io.bind_ortvalue_input("tag_embeds", tag_embeds)
+            io.bind_output(self.head.get_outputs()[0].name)  # logits: to the host
+            self.head.run_with_iobinding(io)
+            return io.copy_outputs_to_cpu()[0]
         few = image_embeds.dtype == np.float16 and tag_embeds.shape[1] <= FEW_TAGS and self.few_head is not None
         head = self.few_head if few else self.head
         image_embeds = np.ascontiguousarray(image_embeds, dtype=np.float16 if few else np.float32)
@@ -308,6 +362,8 @@ class Engine:
         from concurrent.futures import ThreadPoolExecutor
 
         self.encoder, self.head  # noqa: B018 - loaded here, not raced for by the workers
+        if self.model.family == "ram_plus":
+            self.reweigher  # noqa: B018
         return ThreadPoolExecutor(self.side_by_side, thread_name_prefix="ramcli-infer",
                                   initializer=flush_denormals_here)
 

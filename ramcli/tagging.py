@@ -76,13 +76,26 @@ class Tagger:
 
     def _infer_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeds = self.engine.encode(image[None])
-        return embeds, self.engine.logits(embeds, self.vocab.tag_embeds(embeds))
+        return embeds, self._logits(embeds)
 
     def logits(self, image_embeds: np.ndarray) -> np.ndarray:
         """(B, N, 512) -> (B, T); one image at a time where batching only costs memory (CPU)."""
         if not self.engine.head_per_image or len(image_embeds) == 1:
-            return self.engine.logits(image_embeds, self.vocab.tag_embeds(image_embeds))
-        return np.concatenate([self.engine.logits(e[None], self.vocab.tag_embeds(e[None])) for e in image_embeds])
+            return self._logits(image_embeds)
+        return np.concatenate([self._logits(e[None]) for e in image_embeds])
+
+    def _logits(self, image_embeds: np.ndarray) -> np.ndarray:
+        """The tag head over the whole vocabulary. RAM++'s description weighting runs on the
+        engine's device (`Engine.reweigh`), one group of equal description counts at a time, and
+        the head once per group: it scores every tag on its own, so splitting changes nothing.
+        RAM's tag embeddings are the same for every image and come from the vocabulary."""
+        v = self.vocab
+        if v.reweight_scale is None or not v.groups:
+            return self.engine.logits(image_embeds, v.tag_embeds(image_embeds))
+        cls = image_embeds[:, 0]
+        parts = [self.engine.logits(image_embeds, self.engine.reweigh(cls, g.embeds, v.reweight_scale))
+                 for g in v.groups]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     clip_space = True  # the image embeddings' token 0 is a CLIP embedding (search, add-tag use it)
 

@@ -107,7 +107,11 @@ class Vocabulary:
         return cls(model.tag_names, model.tag_names_zh, model.thresholds, [LabelGroup(0, embeds)], exp_scale)
 
     def tag_embeds(self, image_embeds: np.ndarray) -> np.ndarray:
-        """(B, N, 512) image embeddings -> (B, T, 512) tag embeddings for the tag head."""
+        """(B, N, 512) image embeddings -> (B, T, 512) tag embeddings for the tag head.
+
+        Tagging photos runs RAM++'s weighting as an onnxruntime graph on the model's device
+        instead (`ramcli.reweight`, held to this function by the tests); this serves RAM, the
+        re-scoring of a few custom tags over stored tokens, and the conversion's parity checks."""
         b = image_embeds.shape[0]
         out = np.empty((b, self.size, image_embeds.shape[-1]), dtype=np.float32)
         if self.reweight_scale is None:
