@@ -279,8 +279,9 @@ class Engine:
         from .reweight import graph
 
         # Without the CPU arena: no slower (two images side by side, full-size RAM++), and its
-        # buffers go back after each call. With it, `ramcli bench --batch 4` peaked at 2.56-3.02 GB
-        # (median 2.90 of 8 runs), without at 2.66-3.00 (median 2.76 of 9; numpy's step: 2.74-2.82).
+        # buffers go back after each call. `ramcli bench --batch 4` (fp32) peaked at 2.50-2.95 GiB
+        # with it (median 2.83, 8 runs), 2.60-2.93 without (median 2.69, 10 runs); 2.67-2.75
+        # when numpy did this step (8 runs).
         return _session(graph(), self.opts, cpu_arena=False)
 
     @property

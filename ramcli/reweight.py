@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from functools import cache
 
-INPUTS = ("cls", "descriptions", "scale")  # (B, C) float32, (n, D, C) float32, () float32: exp(reweight_scale)
-OUTPUT = "tag_embeds"  # (B, n, C) float32
+OUTPUT = "tag_embeds"
 
 
 @cache
 def graph() -> bytes:
-    """The serialized model: tag_embeds[b, i] = sum_k softmax_k(scale * <cls_b/|cls_b|, d_ik>) d_ik."""
+    """The serialized model: tag_embeds[b, i] = sum_k softmax_k(scale * <cls_b/|cls_b|, d_ik>) d_ik.
+
+    Inputs ``cls`` (B, C), ``descriptions`` (n, D, C) and ``scale`` (a scalar, the checkpoint's
+    exp(reweight_scale)), all float32; output ``tag_embeds`` (B, n, C)."""
     from onnx import TensorProto, helper
 
     def ints(name: str, *values: int) -> TensorProto:
