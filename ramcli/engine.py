@@ -233,7 +233,8 @@ class Engine:
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = opts or EngineOptions()
-        # arrays copied to the device once (`_on_device`), by id, each with the array it mirrors
+        # arrays copied to the device once (`_on_device`), by id; each entry holds its array, so
+        # the id cannot pass to another array while the copy is kept
         self._resident: dict[int, tuple[np.ndarray, ort.OrtValue]] = {}
         self._resident_lock = threading.Lock()
 
@@ -285,22 +286,22 @@ class Engine:
         return _session(graph(), self.opts, cpu_arena=False)
 
     @property
+    def device_type(self) -> str:
+        """onnxruntime's name for where this engine's tensors live."""
+        return "cpu" if self.provider == "CPU" else "cuda"
+
+    @property
     def bind(self) -> bool:
         """Whether tensors stay on the device from one graph to the next (onnxruntime I/O binding):
         on CUDA. On the CPU plain numpy in and out costs no copies."""
-        return self.provider != "CPU"
-
-    @property
-    def device_type(self) -> str:
-        """onnxruntime's name for where `bind` keeps tensors."""
-        return "cpu" if self.provider == "CPU" else "cuda"
+        return self.device_type != "cpu"
 
     def _on_device(self, array: np.ndarray) -> ort.OrtValue:
         """``array`` on the device, copied there on first use and kept while this engine lives (the
         480 MB of built-in description embeddings would otherwise cross the bus for every batch)."""
         with self._resident_lock:
             hit = self._resident.get(id(array))
-            if hit is None or hit[0] is not array:
+            if hit is None:
                 value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=np.float32),
                                                          self.device_type, 0)
                 hit = self._resident[id(array)] = (array, value)
@@ -366,8 +367,6 @@ class Engine:
         from concurrent.futures import ThreadPoolExecutor
 
         self.encoder, self.head  # noqa: B018 - loaded here, not raced for by the workers
-        if self.model.family == "ram_plus":
-            self.reweigher  # noqa: B018
         return ThreadPoolExecutor(self.side_by_side, thread_name_prefix="ramcli-infer",
                                   initializer=flush_denormals_here)
 

@@ -69,6 +69,8 @@ class Tagger:
     def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, S, S) -> (image embeddings (B, N, 512), logits (B, T))."""
         if self.engine.side_by_side > 1 and len(images) > 1:
+            if self.vocab.reweight_scale is not None:
+                self.engine.reweigher  # noqa: B018 - loaded here, not raced for by the workers
             done = list(self.engine.workers.map(self._infer_one, images))
             return np.concatenate([e for e, _ in done]), np.concatenate([lg for _, lg in done])
         embeds = self.engine.encode(images)
@@ -90,7 +92,7 @@ class Tagger:
         the head once per group: it scores every tag on its own, so splitting changes nothing.
         RAM's tag embeddings are the same for every image and come from the vocabulary."""
         v = self.vocab
-        if v.reweight_scale is None or not v.groups:
+        if v.reweight_scale is None:
             return self.engine.logits(image_embeds, v.tag_embeds(image_embeds))
         cls = image_embeds[:, 0]
         parts = [self.engine.logits(image_embeds, self.engine.reweigh(cls, g.embeds, v.reweight_scale))
