@@ -1,6 +1,6 @@
 """`python -m ramcli` runs the CLI."""
 
-from .cli import main
+from ramcli.cli import main
 
 if __name__ == "__main__":  # spawned worker processes import this module too
     main()

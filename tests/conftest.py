@@ -59,7 +59,7 @@ def write_tag_files(folder: Path, count: int = TINY_TAGS) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A random tiny RAM++ checkpoint in the official format, with its tag files."""
-    from ramcli.convert.random_init import config, random_model, save_checkpoint
+    from ramcli.models.convert.random_init import config, random_model, save_checkpoint
 
     folder = tmp_path_factory.mktemp("tiny-ckpt")
     files = write_tag_files(folder)
@@ -70,7 +70,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint: dict[str, Path]):
     """The tiny checkpoint imported through the real import/export path."""
-    from ramcli.convert.export import import_checkpoint
+    from ramcli.models.convert.export import import_checkpoint
 
     f = tiny_checkpoint
     return import_checkpoint(f["checkpoint"], "tiny_ram_plus", tag_list=f["tag_list"],
@@ -111,6 +111,6 @@ def clip_model(clip_checkpoint: Path):
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     assert info["family"] == "clip_text" and info["parity"]["text_embeds_max_abs"] < 1e-4
-    from ramcli import store
+    from ramcli.models import store
 
     return store.get("clip_vit_b16_text")

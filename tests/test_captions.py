@@ -24,7 +24,7 @@ def t2t(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A random tiny Tag2Text in the official layout, imported through the CLI."""
     from test_tag2text import SYNTH_VOCAB
 
-    from ramcli.convert.tag2text import random_model, save_checkpoint, tiny_config
+    from ramcli.models.convert.tag2text import random_model, save_checkpoint, tiny_config
 
     folder = tmp_path_factory.mktemp("t2t")
     files = write_tag_files(folder)
@@ -45,10 +45,10 @@ def _exif(path: Path, *tags: str) -> dict:
 
 
 def test_dry_run_json_carries_the_runtime_caption(t2t: dict, tmp_path: Path) -> None:
-    from ramcli import store
-    from ramcli.caption import Tag2Text
-    from ramcli.engine import EngineOptions
-    from ramcli.images import load_input
+    from ramcli.models import store
+    from ramcli.runtime.caption import Tag2Text
+    from ramcli.runtime.engine import EngineOptions
+    from ramcli.runtime.images import load_input
 
     photos = [make_photo(tmp_path / f"d{i}.jpg", (200, 150), seed=50 + i) for i in range(2)]
     res = run_cli("tag", "--dry-run", "--json", "-m", "t2t_cli", *map(str, photos))

@@ -196,7 +196,7 @@ def test_verify_catches_a_broken_export(tiny_checkpoint: dict, tmp_path: Path) -
     """verify can fail: swap the label embeddings under the installed model and it must say so."""
     import numpy as np
 
-    from ramcli import store
+    from ramcli.models import store
 
     f = tiny_checkpoint
     assert run_cli("models", "import", str(f["checkpoint"]), "--name", "tiny_broken", "--tag-list",
@@ -220,7 +220,7 @@ def test_doctor_reports_the_provider_that_loads(tiny_model) -> None:
 def test_doctor_names_models_converted_without_the_few_tags_head(tiny_model) -> None:
     import shutil
 
-    from ramcli import store
+    from ramcli.models import store
 
     old = tiny_model.path.parent / "tiny_converted_earlier"
     shutil.copytree(tiny_model.path, old)

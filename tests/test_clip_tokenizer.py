@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SHARED
-from ramcli import clip_tokenizer
-from ramcli.clip_tokenizer import ClipTokenizer, default_bpe_path
 from ramcli.errors import RamcliError
+from ramcli.runtime import clip_tokenizer
+from ramcli.runtime.clip_tokenizer import ClipTokenizer, default_bpe_path
 
 TAG_LIST = SHARED / "data" / "recognize-anything" / "ram_tag_list.txt"
 SOME_TAGS = ["dog", "café", "ice cream", "t-shirt", "修道院", "mother's day", "apple", "Xbox", "4x4", "umbrella"]
@@ -101,7 +101,7 @@ def test_prompt_templates(tokenizer: ClipTokenizer, reference: Any) -> None:
 
 def test_openset_prompts(tokenizer: ClipTokenizer, reference: Any) -> None:
     """The exact strings open-set tags are built from (RAM++'s prompt templates, "This is " prefixes)."""
-    openset = pytest.importorskip("ramcli.openset")
+    openset = pytest.importorskip("ramcli.vocab.openset")
     texts = [p for tag in SOME_TAGS for p in openset.prompts(tag)]
     assert len(texts) == len(openset.TEMPLATES) * len(SOME_TAGS) > 0
     assert_same(tokenizer, reference, texts)
@@ -243,5 +243,5 @@ def test_no_torch_or_open_clip_at_run_time() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
-    assert "ramcli.clip_tokenizer" in imported
+    assert "ramcli.runtime.clip_tokenizer" in imported
     assert not [m for m in imported if m.split(".")[0] in ("torch", "open_clip")]

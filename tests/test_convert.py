@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ramcli.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
-from ramcli.convert.random_init import config, random_model, save_checkpoint
 from ramcli.errors import CheckpointError
+from ramcli.models.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
+from ramcli.models.convert.random_init import config, random_model, save_checkpoint
 
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
@@ -47,7 +47,7 @@ def test_full_size_architecture_and_key_layout(shared: Path, keys: str, family: 
     assert (cfg.head.hidden, cfg.head.layers, cfg.head.intermediate, cfg.head.kv_width) == (768, 2, 3072, 512)
     assert cfg.descriptions_per_tag == per_tag
     with torch.device("meta"):
-        from ramcli.convert.ram import RamModel
+        from ramcli.models.convert.ram import RamModel
 
         ours = RamModel(cfg).state_dict()
     # Every tensor the model needs is in the official file under the same name and shape, and
@@ -129,7 +129,7 @@ def test_damaged_files_give_one_line(tiny_file: Path, tmp_path: Path, damage: st
 def test_absorbed_attention_equals_the_decoders_own() -> None:
     """The few-tags head's rewrite of cross-attention (keys and values moved onto the query side)
     gives the full-size decoder's logits, for one tag and for several."""
-    from ramcli.convert.random_init import FULL_HEAD
+    from ramcli.models.convert.random_init import FULL_HEAD
 
     model = random_model(config("ram_plus", head=FULL_HEAD))
     gen = torch.Generator().manual_seed(0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, make_photo, run_cli
-from ramcli.custom import CustomTag
+from ramcli.vocab.custom import CustomTag
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -22,8 +22,8 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 def test_custom_tags_join_the_pass_without_moving_builtin_scores(tiny_model) -> None:
     """Mixed description counts in one pass (the reference's issue #154): each custom tag scores as
     it does alone, and the built-in tags' logits do not move."""
-    from ramcli.engine import Engine
-    from ramcli.vocab import Vocabulary
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.vocabulary import Vocabulary
 
     rng = np.random.default_rng(0)
     engine = Engine(tiny_model)
@@ -47,9 +47,9 @@ def test_custom_tags_join_the_pass_without_moving_builtin_scores(tiny_model) -> 
 
 
 def test_shadowed_and_disabled_builtins_are_not_reported(tiny_model) -> None:
-    from ramcli.engine import Engine
-    from ramcli.tagging import Selection, Tagger
-    from ramcli.vocab import Vocabulary
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.tagging import Selection, Tagger
+    from ramcli.runtime.vocabulary import Vocabulary
 
     base = Vocabulary.builtin(tiny_model)
     shadow = CustomTag(5, base.names[2], "自定义", None, 0.5, (), _unit(np.ones((1, 512))), "", False)

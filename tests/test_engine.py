@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from ramcli import store
-from ramcli.engine import EngineOptions, _session, in_background
 from ramcli.errors import RamcliError
+from ramcli.models import store
+from ramcli.runtime.engine import EngineOptions, _session, in_background
 
 
 def test_in_background_runs_concurrently_and_hands_back_value_and_error() -> None:
@@ -57,7 +57,7 @@ def test_graph_variants_are_named_beside_the_fp32_graph(tmp_path) -> None:
 def test_few_tags_head_gives_the_full_heads_logits(tiny_model) -> None:
     """The absorbed-attention head (re-ranking, new custom tags) against the full head; the engine
     gives the same logits whichever head it picks for the tag count."""
-    from ramcli.engine import FEW_TAGS, Engine
+    from ramcli.runtime.engine import FEW_TAGS, Engine
 
     assert (tiny_model.path / store.HEAD_FEW).is_file()
     assert tiny_model.meta["parity"]["few_tags_logits_max_abs"] < 1e-4  # checked against PyTorch at import
@@ -92,7 +92,7 @@ def test_few_tags_head_gives_the_full_heads_logits(tiny_model) -> None:
 
 def test_engine_without_the_few_tags_head_uses_the_full_one(tiny_model, tmp_path) -> None:
     """Models converted before tag_head_few.onnx existed keep working."""
-    from ramcli.engine import Engine
+    from ramcli.runtime.engine import Engine
 
     old = tmp_path / "old"
     shutil.copytree(tiny_model.path, old)
@@ -110,7 +110,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-from ramcli.engine import EngineOptions, _session
+from ramcli.runtime.engine import EngineOptions, _session
 
 one = numpy_helper.from_array(np.ones(1, np.float32), "one")
 graph = helper.make_graph([helper.make_node("Mul", ["x", "one"], ["y"])], "g",
@@ -149,8 +149,8 @@ def _flushes() -> bool:
 def test_images_side_by_side_give_the_same_tags_on_flushing_threads(tiny_model) -> None:
     """A batch's images on worker threads of their own (engine.for_batches): the same numbers as
     one after another, and the workers flush denormals as onnxruntime's threads do."""
-    from ramcli.engine import _flushing_works
-    from ramcli.pipeline import open_tagger
+    from ramcli.pipeline.photos import open_tagger
+    from ramcli.runtime.engine import _flushing_works
 
     if not _flushing_works():
         pytest.skip("no way to flush denormals from Python threads here (not x86-64 Linux)")
@@ -167,7 +167,7 @@ def test_images_side_by_side_give_the_same_tags_on_flushing_threads(tiny_model) 
 
 _FLUSH_HERE = r"""
 import numpy as np
-from ramcli.engine import flush_denormals_here
+from ramcli.runtime.engine import flush_denormals_here
 tiny = lambda: bool(np.float32(2) * np.array([1e-40], dtype=np.float32)[0] == 0)
 before = tiny()
 print(before, flush_denormals_here(), tiny())
@@ -188,7 +188,7 @@ def test_flush_denormals_here_sets_the_calling_threads_mode() -> None:
 
 
 def test_for_batches_runs_images_side_by_side_only_where_it_pays() -> None:
-    from ramcli.engine import _flushing_works, for_batches
+    from ramcli.runtime.engine import _flushing_works, for_batches
 
     if not _flushing_works():
         pytest.skip("no way to flush denormals from Python threads here (not x86-64 Linux)")
@@ -202,8 +202,8 @@ def test_for_batches_runs_images_side_by_side_only_where_it_pays() -> None:
 def test_tag_head_in_runs_of_a_few_tags_gives_the_same_logits(tiny_model, monkeypatch) -> None:
     """On the CPU the head scores at most HEAD_TAGS_PER_RUN tags per run (memory); every tag is
     scored on its own, so the logits are those of one run over all tags."""
-    from ramcli import engine as engine_module
-    from ramcli.engine import Engine
+    from ramcli.runtime import engine as engine_module
+    from ramcli.runtime.engine import Engine
 
     e = Engine(tiny_model, EngineOptions(device="cpu"))
     rng = np.random.default_rng(3)

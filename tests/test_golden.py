@@ -37,8 +37,8 @@ def golden_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 def test_image_embeddings_match(golden_model) -> None:
-    from ramcli import store
-    from ramcli.engine import Engine, EngineOptions
+    from ramcli.models import store
+    from ramcli.runtime.engine import Engine, EngineOptions
 
     name, g, _ = golden_model
     engine = Engine(store.get(f"golden_{name}"), EngineOptions(device="cpu"))
@@ -50,8 +50,8 @@ def test_image_embeddings_match(golden_model) -> None:
 
 def test_logits_from_reference_inputs(golden_model) -> None:
     """Model parity alone, on the exact preprocessed tensor the reference used."""
-    from ramcli import store
-    from ramcli.pipeline import open_tagger
+    from ramcli.models import store
+    from ramcli.pipeline.photos import open_tagger
 
     name, g, expected = golden_model
     tagger = open_tagger(store.get(f"golden_{name}"))
@@ -91,9 +91,9 @@ def _tag_list(name: str) -> list[str]:
 
 
 def test_batching_does_not_change_results(golden_model, shared: Path) -> None:
-    from ramcli import store
-    from ramcli.images import load_input
-    from ramcli.pipeline import open_tagger
+    from ramcli.models import store
+    from ramcli.pipeline.photos import open_tagger
+    from ramcli.runtime.images import load_input
 
     name, _, expected = golden_model
     model = store.get(f"golden_{name}")
@@ -110,12 +110,12 @@ def test_fp16_keeps_swin_masks_and_the_reference_tags(golden_model, shared: Path
     """fp16 (for CUDA) must not break Swin's shifted-window masks (one public fp16 export did):
     on all four golden images, panorama included, scores stay within float16 rounding of the
     authors' and every tag further from its threshold than that rounding is kept."""
-    from ramcli import store
-    from ramcli.engine import EngineOptions
-    from ramcli.images import load_input
-    from ramcli.pipeline import open_tagger
-    from ramcli.quantize import FP16, quantize
-    from ramcli.tagging import sigmoid
+    from ramcli.models import store
+    from ramcli.models.quantize import FP16, quantize
+    from ramcli.pipeline.photos import open_tagger
+    from ramcli.runtime.engine import EngineOptions
+    from ramcli.runtime.images import load_input
+    from ramcli.runtime.tagging import sigmoid
 
     name, _, expected = golden_model
     model = store.get(f"golden_{name}")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import make_photo
 from ramcli.errors import ImageError
-from ramcli.images import Preprocess, load_input, open_rgb, to_input
+from ramcli.runtime.images import Preprocess, load_input, open_rgb, to_input
 
 PRE = Preprocess()
 
@@ -151,7 +151,7 @@ def test_draft_decoding_scales_jpegs_down_but_never_below_the_input_size(tmp_pat
     """--decode draft: the JPEG decoder scales by 1/2..1/8 first; sizes stay those of the photo."""
     from dataclasses import replace
 
-    from ramcli.images import read_photo
+    from ramcli.runtime.images import read_photo
 
     big = make_photo(tmp_path / "big.jpg", (3200, 1800), seed=4, quality=92)
     photo = read_photo(big, draft=384)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import make_photo
 from ramcli.errors import ImageError, RamcliError
-from ramcli.identity import image_hash
 from ramcli.index import SCHEMA_VERSION, ImageRecord, PhotoRow, open_index, schema_version
+from ramcli.pipeline.identity import image_hash
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".tiff", ".webp"])
@@ -124,7 +124,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def test_cls_matrix_follows_every_change(tmp_path: Path) -> None:
     """The cached matrix is rebuilt after any write to images, including the rowid reuse SQLite
     does after the last row is deleted (the case a (count, max rowid) key would miss)."""
-    from ramcli import clsmatrix
+    from ramcli.search import clsmatrix
 
     ix = open_index(tmp_path / "i.db", writer=True)
     rng = np.random.default_rng(0)
@@ -157,7 +157,7 @@ def test_cls_matrix_follows_every_change(tmp_path: Path) -> None:
 
 
 def test_cls_matrix_without_a_writable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ramcli import clsmatrix
+    from ramcli.search import clsmatrix
 
     ix = open_index(tmp_path / "i.db", writer=True)
     with ix.transaction():

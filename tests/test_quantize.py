@@ -10,14 +10,14 @@ import onnx
 import pytest
 
 from conftest import SHARED, make_photo, run_cli
-from ramcli import store
-from ramcli.quantize import compare_tags, top_overlap
+from ramcli.models import store
+from ramcli.models.quantize import compare_tags, top_overlap
 
 
 @pytest.fixture(scope="module")
 def q8_model(tiny_checkpoint: dict[str, Path]) -> store.InstalledModel:
     """Its own copy of the tiny model, so the int8 files do not leak into other tests."""
-    from ramcli.convert.export import import_checkpoint
+    from ramcli.models.convert.export import import_checkpoint
 
     f = tiny_checkpoint
     return import_checkpoint(f["checkpoint"], "tiny_q8", tag_list=f["tag_list"], thresholds=f["thresholds"])
@@ -116,8 +116,8 @@ def test_tag2text_quantizes_encoder_and_head_and_compares_captions(tmp_path: Pat
     golden = SHARED / "golden" / "tag2text_tiny"
     if not golden.is_dir():
         pytest.skip("shared golden fixtures not present")
-    from ramcli.convert.tag2text_export import import_tag2text
-    from ramcli.quantize import agreement, quantize
+    from ramcli.models.convert.tag2text_export import import_tag2text
+    from ramcli.models.quantize import agreement, quantize
 
     config = json.loads((golden / "config.json").read_text(encoding="utf-8"))
     heads = config["official_config_files_used"]["med_config.json"]["num_attention_heads"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_tagging import naive_reweight
 
-from ramcli.custom import CustomTag
+from ramcli.vocab.custom import CustomTag
 
 
 def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -18,8 +18,8 @@ def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_graph_weights_descriptions_like_the_formula_and_numpy(tiny_model, batch: int) -> None:
-    from ramcli.engine import Engine
-    from ramcli.vocab import LabelGroup, Vocabulary
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.vocabulary import LabelGroup, Vocabulary
 
     rng = np.random.default_rng(batch)
     engine = Engine(tiny_model)
@@ -37,7 +37,7 @@ def test_graph_weights_descriptions_like_the_formula_and_numpy(tiny_model, batch
 
 
 def _mixed_vocabulary(model, rng: np.random.Generator):
-    from ramcli.vocab import Vocabulary
+    from ramcli.runtime.vocabulary import Vocabulary
 
     tags = [CustomTag(i + 1, f"custom {i}", None, None, 0.5, (), _unit(rng, d, 512), "", False)
             for i, d in enumerate([3, 1, 3])]
@@ -48,8 +48,8 @@ def test_tagger_scores_every_group_on_the_engine_like_the_numpy_step(tiny_model)
     """Built-in and custom groups (51, 1 and 3 descriptions): the tagger's logits, each group
     weighted by the graph and scored by its own head run, match one head run over numpy's
     embeddings of the whole vocabulary."""
-    from ramcli.engine import Engine
-    from ramcli.tagging import Tagger
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.tagging import Tagger
 
     rng = np.random.default_rng(7)
     vocab = _mixed_vocabulary(tiny_model, rng)
@@ -67,8 +67,8 @@ def test_bound_path_keeps_descriptions_resident_and_gives_the_same_logits(tiny_m
     the tag head without coming back (I/O binding). The same calls with host memory bound."""
     import onnxruntime as ort
 
-    from ramcli.engine import Engine
-    from ramcli.tagging import Tagger
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.tagging import Tagger
 
     class Bound(Engine):
         bind = True  # what a CUDA session does, with onnxruntime's "cpu" device

@@ -13,8 +13,8 @@ import piexif
 import pytest
 
 from conftest import make_photo, run_cli
-from ramcli.openset import TEMPLATES, prompts
-from ramcli.search import Vocabulary
+from ramcli.search.ranking import Vocabulary
+from ramcli.vocab.openset import TEMPLATES, prompts
 
 
 def test_text_encoder_matches_open_clip(clip_model, clip_checkpoint: Path) -> None:
@@ -22,7 +22,7 @@ def test_text_encoder_matches_open_clip(clip_model, clip_checkpoint: Path) -> No
     import open_clip
     import torch
 
-    from ramcli.textenc import TextEncoder
+    from ramcli.runtime.textenc import TextEncoder
 
     texts = ["a photo of a dog.", "red bicycle", "修道院", "golden retriever wearing a red scarf", ""]
     model = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True)
@@ -105,7 +105,7 @@ def independent_ranking(indexed: dict, query: str, tiny_checkpoint: dict, clip_c
     import open_clip
     import torch
 
-    from ramcli.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
+    from ramcli.models.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
 
     state = remap_keys(load_state_dict(tiny_checkpoint["checkpoint"]))
     ram = build_model(state, infer_config(state, 40))
@@ -142,7 +142,7 @@ def test_open_set_ranking_equals_independent_formula(indexed: dict, tiny_checkpo
 
 def test_rerank_without_the_few_tags_head_gives_the_same_scores(indexed: dict, tiny_model) -> None:
     """A model converted before tag_head_few.onnx existed re-ranks with its full head, alike."""
-    from ramcli import store
+    from ramcli.models import store
 
     query = "a lighthouse at dusk"
     with_few = search(indexed, query, "--limit", "50")
@@ -214,7 +214,7 @@ def test_errors(tmp_path: Path, indexed: dict, tiny_model) -> None:
     bad_date = run_cli("search", "x", "--since", "yesterday", "--index", str(indexed["index"]))
     assert bad_date.returncode == 2 and "YYYY-MM-DD" in bad_date.stderr
     # a cache without the CLIP encoder: open-set queries say what to install, tag queries still work
-    from ramcli import store
+    from ramcli.models import store
 
     cache = tmp_path / "cache"
     shutil.copytree(store.get("tiny_ram_plus").path, cache / "models" / "tiny_ram_plus")
@@ -228,7 +228,7 @@ def test_errors(tmp_path: Path, indexed: dict, tiny_model) -> None:
 def test_search_imports_no_torch(indexed: dict) -> None:
     result = run_cli("search", "a quiet lake", "--index", str(indexed["index"]), env={"PYTHONPROFILEIMPORTTIME": "1"})
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "ramcli.search" in imported
+    assert "ramcli.search.ranking" in imported
     assert not {m for m in imported if m.split(".")[0] in {"torch", "open_clip", "torchvision"}}
 
 
@@ -239,5 +239,5 @@ def test_tag_only_search_needs_neither_numpy_nor_rich(indexed: dict) -> None:
                      env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 0 and json.loads(result.stdout.splitlines()[0])["via"] == "tag"
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "ramcli.search" in imported
+    assert "ramcli.search.ranking" in imported
     assert not {m for m in imported if m.split(".")[0] in {"numpy", "rich", "pydantic", "onnxruntime"}}

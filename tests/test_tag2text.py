@@ -19,8 +19,8 @@ import torch
 from test_convert import official_keys
 
 from conftest import write_tag_files
-from ramcli.beam_search import BeamSettings, beam_search, log_softmax
-from ramcli.convert.tag2text import (
+from ramcli.errors import CheckpointError
+from ramcli.models.convert.tag2text import (
     Tag2TextModel,
     build_model,
     full_config,
@@ -32,8 +32,8 @@ from ramcli.convert.tag2text import (
     save_checkpoint,
     tiny_config,
 )
-from ramcli.errors import CheckpointError
-from ramcli.wordpiece import WordPiece
+from ramcli.runtime.beam_search import BeamSettings, beam_search, log_softmax
+from ramcli.runtime.wordpiece import WordPiece
 
 TOL = 1e-4
 GOLDEN_NAME = "tag2text_tiny"
@@ -72,9 +72,9 @@ def test_ram_checkpoints_are_not_tag2text(shared: Path) -> None:
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory: pytest.TempPathFactory):
     from conftest import GOLDEN, SHARED
-    from ramcli.caption import Tag2Text
-    from ramcli.convert.tag2text_export import import_tag2text
-    from ramcli.engine import EngineOptions
+    from ramcli.models.convert.tag2text_export import import_tag2text
+    from ramcli.runtime.caption import Tag2Text
+    from ramcli.runtime.engine import EngineOptions
 
     if not GOLDEN.is_dir():
         pytest.skip("shared golden fixtures not present")
@@ -91,7 +91,7 @@ def golden(tmp_path_factory: pytest.TempPathFactory):
 def golden_run(golden):
     """All four golden images, decoded and preprocessed by ramcli, tagged and captioned as a batch."""
     from conftest import GOLDEN
-    from ramcli.images import load_input
+    from ramcli.runtime.images import load_input
 
     installed, rt, _, expected, _ = golden
     images = np.stack([load_input(GOLDEN / "images" / name, installed.preprocess)[0] for name in expected["images"]])
@@ -339,8 +339,8 @@ def test_batch_equals_images_one_by_one() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_t2t(tmp_path_factory: pytest.TempPathFactory):
-    from ramcli.convert.checkpoint import load_state_dict
-    from ramcli.convert.tag2text_export import import_tag2text
+    from ramcli.models.convert.checkpoint import load_state_dict
+    from ramcli.models.convert.tag2text_export import import_tag2text
 
     folder = tmp_path_factory.mktemp("tiny-t2t")
     files = write_tag_files(folder)
@@ -353,8 +353,8 @@ def tiny_t2t(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_tiny_import_writes_a_complete_model_folder(tiny_t2t) -> None:
-    from ramcli import store
-    from ramcli.caption import GRAPHS, VOCAB
+    from ramcli.models import store
+    from ramcli.runtime.caption import GRAPHS, VOCAB
 
     _, installed, _, vocab, _ = tiny_t2t
     assert store.get("tiny_tag2text").family == "tag2text"
@@ -370,10 +370,10 @@ def test_tiny_import_writes_a_complete_model_folder(tiny_t2t) -> None:
 def test_tiny_full_caption_matches_pytorch(tiny_t2t, tmp_path: Path) -> None:
     """Full-length beam search: the cached ONNX step graph against PyTorch recomputing whole sequences."""
     from conftest import make_photo
-    from ramcli.caption import Tag2Text
-    from ramcli.convert.tag2text_export import TorchDecoder
-    from ramcli.engine import EngineOptions
-    from ramcli.images import load_input
+    from ramcli.models.convert.tag2text_export import TorchDecoder
+    from ramcli.runtime.caption import Tag2Text
+    from ramcli.runtime.engine import EngineOptions
+    from ramcli.runtime.images import load_input
 
     model, installed, _, _, _ = tiny_t2t
     rt = Tag2Text(installed, EngineOptions(device="cpu"))
@@ -396,14 +396,14 @@ def test_tiny_full_caption_matches_pytorch(tiny_t2t, tmp_path: Path) -> None:
 
 
 def test_verify_reruns_parity_from_the_source_checkpoint(tiny_t2t) -> None:
-    from ramcli.convert.tag2text_export import verify
+    from ramcli.models.convert.tag2text_export import verify
 
     result = verify("tiny_tag2text")
     assert result["ok"] and result["caption_ids_equal"]
 
 
 def test_strict_loading_names_what_is_wrong(tiny_t2t) -> None:
-    from ramcli.convert.checkpoint import load_state_dict
+    from ramcli.models.convert.checkpoint import load_state_dict
 
     *_, ckpt = tiny_t2t
     state = remap_keys(load_state_dict(ckpt))
@@ -419,7 +419,7 @@ def test_strict_loading_names_what_is_wrong(tiny_t2t) -> None:
 
 
 def test_import_refuses_mismatched_tag_list_and_vocab(tiny_t2t, tmp_path: Path) -> None:
-    from ramcli.convert.tag2text_export import import_tag2text
+    from ramcli.models.convert.tag2text_export import import_tag2text
 
     _, _, files, vocab, ckpt = tiny_t2t
     short = tmp_path / "tags.txt"
@@ -433,7 +433,7 @@ def test_import_refuses_mismatched_tag_list_and_vocab(tiny_t2t, tmp_path: Path) 
 
 
 def test_released_thresholds_rule() -> None:
-    from ramcli.convert.tag2text_export import special_thresholds
+    from ramcli.models.convert.tag2text_export import special_thresholds
 
     full = special_thresholds(3429, 0.68)
     assert [i for i, v in enumerate(full) if v != 0.68] == [1167, 2701, 2828]
@@ -447,7 +447,7 @@ def test_runtime_modules_do_not_import_torch() -> None:
 
 def test_graphs_keep_their_weights_in_external_data_files(tiny_t2t) -> None:
     """Weights next to each graph (memory-mapped by onnxruntime), the .onnx itself small."""
-    from ramcli.caption import GRAPHS
+    from ramcli.runtime.caption import GRAPHS
 
     _, installed, _, _, _ = tiny_t2t
     for name in GRAPHS:
@@ -462,7 +462,7 @@ def test_verify_dispatches_by_family(tiny_t2t) -> None:
     """`ramcli models verify` calls export.verify for every family; for Tag2Text it re-runs the
     captioning parity and reports the keys the CLI prints."""
     from conftest import run_cli
-    from ramcli.convert.export import verify
+    from ramcli.models.convert.export import verify
 
     result = verify("tiny_tag2text")
     assert result["ok"] and result["caption_ids_equal"] and result["scores_max_abs"] < 1e-5
@@ -472,8 +472,8 @@ def test_verify_dispatches_by_family(tiny_t2t) -> None:
 
 
 def test_import_local_recognises_tag2text_and_needs_a_vocab(tiny_t2t) -> None:
-    from ramcli.catalog import import_local
     from ramcli.errors import UsageError
+    from ramcli.models.catalog import import_local
 
     _, _, files, vocab, ckpt = tiny_t2t
     with pytest.raises(UsageError, match=r"--vocab VOCAB\.txt") as err:
@@ -495,8 +495,8 @@ def fake_hub(tiny_t2t, monkeypatch: pytest.MonkeyPatch):
 
     import huggingface_hub
 
-    from ramcli import download
     from ramcli.config import Manifest, manifest
+    from ramcli.models import download
 
     _, _, files, vocab, ckpt = tiny_t2t
     data = copy.deepcopy(manifest("tag2text_swin_14m").data)
@@ -518,7 +518,7 @@ def fake_hub(tiny_t2t, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_pull_fetches_weights_and_tokenizer_then_converts(fake_hub) -> None:
-    from ramcli import download, store
+    from ramcli.models import download, store
 
     data, hub, asked = fake_hub
     installed = download.pull("tag2text_swin_14m")
@@ -532,8 +532,8 @@ def test_pull_fetches_weights_and_tokenizer_then_converts(fake_hub) -> None:
 
 
 def test_pull_refuses_a_tokenizer_with_the_wrong_checksum(fake_hub) -> None:
-    from ramcli import download, store
     from ramcli.errors import DownloadError
+    from ramcli.models import download, store
 
     data, _, _ = fake_hub
     data["architecture"]["tokenizer"]["sha256"] = "0" * 64
@@ -543,8 +543,8 @@ def test_pull_refuses_a_tokenizer_with_the_wrong_checksum(fake_hub) -> None:
 
 
 def test_offline_pull_names_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    from ramcli import download
     from ramcli.errors import DownloadError
+    from ramcli.models import download
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError, match=r"offline.*ramcli models import tag2text_swin_14m\.pth"):

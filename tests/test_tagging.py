@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ramcli.tagging import Selection, sigmoid
-from ramcli.vocab import LabelGroup, Vocabulary
+from ramcli.runtime.tagging import Selection, sigmoid
+from ramcli.runtime.vocabulary import LabelGroup, Vocabulary
 
 
 def test_strict_threshold_like_the_reference() -> None:

@@ -57,7 +57,7 @@ def main() -> None:
     from library import make_library, tiny_workspace
 
     from conftest import SHARED
-    from ramcli.catalog import import_local
+    from ramcli.models.catalog import import_local
 
     env = tiny_workspace(work)
     logging.getLogger().setLevel(logging.ERROR)

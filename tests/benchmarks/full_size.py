@@ -32,10 +32,10 @@ SHARED = Path(os.environ.get("RAMCLI_SHARED", REPO.parent / "shared"))
 RUNNER = r"""
 import json, sys, time
 from pathlib import Path
-from ramcli import store
-from ramcli.engine import EngineOptions
-from ramcli.pipeline import open_tagger, tag_photos
-from ramcli.tagging import Selection
+from ramcli.models import store
+from ramcli.runtime.engine import EngineOptions
+from ramcli.pipeline.photos import open_tagger, tag_photos
+from ramcli.runtime.tagging import Selection
 name, batch, threads, *paths = sys.argv[1:]
 paths = [Path(p) for p in paths]
 t0 = time.perf_counter()
@@ -87,9 +87,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ramcli.catalog import import_local
-    from ramcli.convert.random_init import FULL_HEAD, SWIN_L, config, random_model, save_checkpoint
-    from ramcli.images import load_input
+    from ramcli.models.catalog import import_local
+    from ramcli.models.convert.random_init import FULL_HEAD, SWIN_L, config, random_model, save_checkpoint
+    from ramcli.runtime.images import load_input
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ramcli-full-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -71,8 +71,8 @@ def main() -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from ramcli.engine import session_options
-    from ramcli.quantize import _int8
+    from ramcli.models.quantize import _int8
+    from ramcli.runtime.engine import session_options
 
     def session(path: Path) -> ort.InferenceSession:
         so = session_options()

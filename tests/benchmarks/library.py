@@ -90,8 +90,8 @@ def tiny_workspace(work: Path) -> dict[str, str]:
            "HF_HUB_OFFLINE": "1"}
     os.environ.update(env)
     from conftest import write_tag_files
-    from ramcli.convert.export import import_checkpoint
-    from ramcli.convert.random_init import config, random_model, save_checkpoint
+    from ramcli.models.convert.export import import_checkpoint
+    from ramcli.models.convert.random_init import config, random_model, save_checkpoint
 
     files = write_tag_files(work / "tags")
     ckpt = save_checkpoint(random_model(config("ram_plus")), work / "tiny.pth")

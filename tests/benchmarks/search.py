@@ -105,8 +105,8 @@ def install_models(work: Path) -> list[str]:
     import open_clip
     import torch
 
-    from ramcli.catalog import import_local
-    from ramcli.convert.random_init import FULL_HEAD, config, random_model, save_checkpoint
+    from ramcli.models.catalog import import_local
+    from ramcli.models.convert.random_init import FULL_HEAD, config, random_model, save_checkpoint
 
     ckpt = save_checkpoint(random_model(config("ram_plus", head=FULL_HEAD, num_tags=len(names))), work / "ram.pth")
     import_local(ckpt, MODEL, tag_list=files["tag_list"], tag_list_zh=files["tag_list_zh"],
@@ -145,7 +145,7 @@ def main() -> None:
                "cli_floor_s (ramcli --version)": round(min(
                    _t([sys.executable, "-m", "ramcli", "--version"], env) for _ in range(3)), 3)}
         from ramcli.index import open_index
-        from ramcli.search import SearchOptions, open_searcher
+        from ramcli.search.ranking import SearchOptions, open_searcher
 
         ix = open_index(index)
         searcher = open_searcher(ix)

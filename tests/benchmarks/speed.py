@@ -96,12 +96,12 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from ramcli import store
-    from ramcli.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
-    from ramcli.engine import EngineOptions
-    from ramcli.images import load_input
-    from ramcli.pipeline import open_tagger, tag_photos
-    from ramcli.tagging import Selection
+    from ramcli.models import store
+    from ramcli.models.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
+    from ramcli.pipeline.photos import open_tagger, tag_photos
+    from ramcli.runtime.engine import EngineOptions
+    from ramcli.runtime.images import load_input
+    from ramcli.runtime.tagging import Selection
 
     torch.set_num_threads(args.threads)
     installed = store.get(args.model)

@@ -1,0 +1,156 @@
+"""What `ramcli models list`, `models import` and `doctor` report: manifests joined with the cache."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ramcli import __version__
+from ramcli.config import Manifest, cache_dir, index_path, manifests, manifests_dir
+from ramcli.errors import UsageError
+from ramcli.models import store
+from ramcli.models.download import (
+    bundled_files,
+    caption_delete_tag_index,
+    fetch_tag_files,
+    fetch_tokenizer,
+    human_bytes,
+)
+
+Report = Callable[[str], None]
+
+
+# What each family can do, for models imported under names the manifests do not know.
+FAMILY_CAPABILITIES = {"ram_plus": ["tags", "tags_zh", "open_set", "custom_tags", "search"],
+                       "ram": ["tags", "tags_zh", "custom_tags", "search"],
+                       "tag2text": ["tags", "captions"], "clip_text": ["text_embeddings", "search", "custom_tags"]}
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every known model (manifests) and every installed one (imports under other names too)."""
+    installed = {m.name: m for m in store.installed()}
+    rows: list[dict[str, Any]] = []
+    for m in manifests().values():
+        row: dict[str, Any] = {"name": m.name, "family": m.family, "title": m.title, "default": m.is_default,
+                               "capabilities": m.data.get("capabilities", []), "supported": m.supported,
+                               "installed": m.name in installed}
+        size = m.weights.get("approx_bytes")
+        if size:
+            row["download_size"] = human_bytes(size)
+        rows.append(row)
+    for name, inst in installed.items():
+        row = next((r for r in rows if r["name"] == name), None)
+        if row is None:
+            row = {"name": name, "family": inst.family, "title": "imported checkpoint", "default": False,
+                   "capabilities": inst.meta.get("capabilities") or FAMILY_CAPABILITIES.get(inst.family, []),
+                   "supported": True, "installed": True}
+            rows.append(row)
+        row["installed_size"] = human_bytes(inst.size_bytes())
+        row["path"] = str(inst.path)
+        row["num_tags"] = inst.meta.get("num_tags")
+    return rows
+
+
+def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list_zh: Path | None = None,
+                 thresholds: Path | None = None, image_size: int | None = None, vocab: Path | None = None,
+                 report: Report = lambda _m: None) -> store.InstalledModel:
+    """Convert a local checkpoint; a known model name brings its official tag files along.
+
+    What the checkpoint is (RAM/RAM++, Tag2Text or the CLIP text encoder) is read from its keys.
+    ``vocab`` is the BERT vocabulary a Tag2Text checkpoint needs (bert-base-uncased's vocab.txt);
+    for a known Tag2Text name it is fetched (checksummed) like the tag files when not given.
+    """
+    from ramcli.models.convert.checkpoint import load_state_dict
+    from ramcli.models.convert.clip_text import import_clip_text, is_clip_state
+    from ramcli.models.convert.export import import_checkpoint
+    from ramcli.models.convert.tag2text import is_tag2text_state
+
+    report(f"reading {checkpoint}")
+    state = load_state_dict(checkpoint)
+    if is_clip_state(state):
+        return import_clip_text(checkpoint, name, state, source={"kind": "import"}, report=report)
+    default_threshold = 0.68
+    extra: dict[str, Path] = {}
+    known = manifests().get(name)
+    if known is not None:
+        default_threshold = known.default_threshold
+        image_size = image_size or known.preprocess.get("image_size")
+        if tag_list is None:
+            files = fetch_tag_files(known, report)
+            tag_list = files["tag_list"]
+            tag_list_zh = tag_list_zh or files.get("tag_list_zh")
+            thresholds = thresholds or files.get("thresholds")
+            extra = bundled_files(files)
+    tag2text = is_tag2text_state(state)
+    if tag_list is None:
+        raise UsageError(f"{name!r} is not a known model, so its tag list is needed",
+                         hint="pass --tag-list FILE (one tag per line, in the model's class order)"
+                              + (" and --vocab VOCAB.txt (bert-base-uncased's)" if tag2text and vocab is None else ""))
+    if tag2text:
+        return _import_tag2text(checkpoint, name, state, known, tag_list=tag_list, tag_list_zh=tag_list_zh,
+                                thresholds=thresholds, vocab=vocab, extra=extra, image_size=image_size,
+                                default_threshold=default_threshold, report=report)
+    return import_checkpoint(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
+                             extra_files=extra, image_size=image_size, default_threshold=default_threshold,
+                             source={"kind": "import"}, report=report, state=state)
+
+
+def _import_tag2text(checkpoint: Path, name: str, state: Any, known: Manifest | None, *, tag_list: Path,
+                     tag_list_zh: Path | None, thresholds: Path | None, vocab: Path | None,
+                     extra: dict[str, Path], image_size: int | None, default_threshold: float,
+                     report: Report) -> store.InstalledModel:
+    """A Tag2Text checkpoint: its captioner needs the BERT vocabulary, which the file does not hold."""
+    from ramcli.models.convert.tag2text_export import import_tag2text
+
+    if tag_list_zh is not None:
+        raise UsageError("Tag2Text has no Chinese tag list", hint="leave out --tag-list-zh")
+    if vocab is None:
+        if known is None or known.family != "tag2text":
+            raise UsageError(f"{checkpoint} is a Tag2Text checkpoint, whose captioner needs a BERT vocabulary",
+                             hint="pass --vocab VOCAB.txt, e.g. bert-base-uncased's vocab.txt "
+                                  "(huggingface.co/google-bert/bert-base-uncased)")
+        vocab = fetch_tokenizer(known, report)
+    return import_tag2text(checkpoint, name, state, tag_list=tag_list, vocab=vocab, thresholds=thresholds,
+                           extra_files=extra, image_size=image_size, default_threshold=default_threshold,
+                           delete_tag_index=caption_delete_tag_index(known) if known else None,
+                           source={"kind": "import"}, report=report)
+
+
+def probe_provider(device: str = "auto") -> str:
+    """Which provider a session really gets here, tested on a one-node graph (no model needed)."""
+    from onnx import TensorProto, helper
+
+    from ramcli.runtime.engine import EngineOptions, _session
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    session = _session(model.SerializeToString(), EngineOptions(device=device))
+    return session.get_providers()[0].removesuffix("ExecutionProvider")
+
+
+def doctor_report() -> dict[str, Any]:
+    import numpy
+    import onnxruntime
+
+    return {
+        "ramcli": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "providers_available": onnxruntime.get_available_providers(),
+        "provider_in_use": probe_provider(),
+        "cache": str(cache_dir()),
+        "manifests": str(manifests_dir()),
+        "index": str(index_path()),
+        "models_installed": [m.name for m in store.installed()] or ["(none)"],
+        # converted by an earlier ramcli, without the few-tags head: search re-ranking and add-tag
+        # use the full head, ~10x slower for that work, until the model is pulled or imported again
+        "models_to_convert_again": [m.name for m in store.installed() if m.family in {"ram", "ram_plus"}
+                                    and not (m.path / store.HEAD_FEW).is_file()] or ["(none)"],
+    }

@@ -1,0 +1,130 @@
+"""A photo's identity: a hash of its *image data*, blind to metadata edits.
+
+Writing keywords changes a file's size, mtime and early bytes (embedded XMP sits near the start
+of a JPEG), so neither a file hash nor (size, mtime) can tell "same picture, new metadata" from
+"new picture". The image hash can:
+
+* JPEG: the bytes from the first SOS marker to the end (entropy-coded data; metadata segments
+  all come before it) — no decoding needed.
+* PNG: the IHDR, PLTE and IDAT chunk payloads (metadata lives in other chunks).
+* anything else (TIFF, WebP, HEIC, GIF, ...): the decoded first frame's mode, size and pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+from PIL import Image
+
+from ramcli.errors import ImageError, first_line
+
+_CHUNK = 1 << 20
+# JPEG markers that stand alone, without a length field.
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+def _hasher() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=16)
+
+
+def _jpeg_scan_offset(f) -> int | None:
+    """Offset of the first SOS marker, walking the segment lengths; None if not a clean JPEG."""
+    if f.read(2) != b"\xff\xd8":
+        return None
+    while True:
+        byte = f.read(1)
+        if not byte:
+            return None
+        if byte != b"\xff":
+            return None
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker:
+            return None
+        m = marker[0]
+        if m == 0xDA:
+            return f.tell() - 2
+        if m in _STANDALONE:
+            continue
+        raw = f.read(2)
+        if len(raw) != 2:
+            return None
+        (length,) = struct.unpack(">H", raw)
+        if length < 2:
+            return None
+        f.seek(length - 2, 1)
+
+
+def _hash_jpeg(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        offset = _jpeg_scan_offset(f)
+        if offset is None:
+            return None
+        f.seek(offset)
+        h = _hasher()
+        h.update(b"jpeg-scan:")
+        while block := f.read(_CHUNK):
+            h.update(block)
+        return h.hexdigest()
+
+
+def _hash_png(path: Path) -> str | None:
+    h = _hasher()
+    h.update(b"png-data:")
+    seen_idat = False
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", head)
+            if kind in (b"IHDR", b"PLTE", b"IDAT"):
+                data = f.read(length)
+                if len(data) != length:
+                    return None
+                h.update(kind)
+                h.update(data)
+                seen_idat |= kind == b"IDAT"
+                f.seek(4, 1)
+            elif kind == b"IEND":
+                return h.hexdigest() if seen_idat else None
+            else:
+                f.seek(length + 4, 1)
+
+
+def _hash_pixels(path: Path) -> str:
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            img.load()
+            h = _hasher()
+            h.update(f"pixels:{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+            h.update(img.tobytes())
+            return h.hexdigest()
+    except FileNotFoundError:
+        raise ImageError("file vanished before it could be read", path=path) from None
+    except Exception as exc:  # any decoder failure is the file's problem, reported per file
+        raise ImageError(f"cannot read image data ({first_line(exc)})", path=path,
+                         hint="the file may be truncated, corrupt or not an image") from None
+
+
+def image_hash(path: Path) -> str:
+    """Identity of the picture in ``path``; equal before and after any metadata-only edit."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".jpg", ".jpeg", ".jpe"}:
+            got = _hash_jpeg(path)
+        elif suffix == ".png":
+            got = _hash_png(path)
+        else:
+            got = None
+    except FileNotFoundError:
+        raise ImageError("file vanished before it could be read", path=path) from None
+    except PermissionError:
+        raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
+    return got or _hash_pixels(path)

@@ -1,0 +1,138 @@
+"""Photo -> model input, in numpy, matching the reference transform bit for bit.
+
+The reference does ``Image.convert("RGB")`` (alpha dropped without compositing, Pillow's own
+rules for palette, CMYK, 16-bit and grayscale), torchvision ``Resize((S, S))`` on the PIL image
+(= PIL bilinear with antialiasing, aspect ratio not kept), ``ToTensor`` and ``Normalize``.
+ramcli adds what a photo tool must: the EXIF orientation is applied first, so a portrait
+photo shot sideways is seen upright. HEIC/HEIF open through pillow-heif when it is installed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ramcli.errors import ImageError, first_line
+
+try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except Exception:  # pragma: no cover - depends on the platform's wheel
+    pass
+
+# Pillow raises DecompressionBombError above 2x this; 178 MP is far beyond any camera.
+Image.MAX_IMAGE_PIXELS = 178_956_970
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The input contract of one model (from its manifest)."""
+
+    image_size: int = 384
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Draft decoding: let the JPEG decoder scale by 1/2, 1/4 or 1/8 in the DCT, never below
+    # image_size, before the usual resize (a 14 MP photo: 65 instead of 338 ms); the input differs
+    # slightly from the reference's, so tags can too (`ramcli models verify --photos` measures it).
+    draft: bool = False
+
+    @property
+    def draft_size(self) -> int | None:
+        """``read_photo``'s ``draft``: the side a draft decode must keep, None to decode exactly."""
+        return self.image_size if self.draft else None
+
+
+@dataclass
+class Photo:
+    """A decoded photo: upright RGB pixels, and the EXIF capture time when the file has one."""
+
+    rgb: Image.Image
+    size: tuple[int, int]  # upright (width, height) of the full photo, also when decoded as a draft
+    taken_at: str | None = None
+
+
+def _taken_at(img: Image.Image) -> str | None:
+    exif = img.getexif()
+    value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)  # DateTimeOriginal, else DateTime
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    return value[:10].replace(":", "-") + "T" + value[11:19]
+
+
+def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> Photo:
+    """Decode a photo to RGB, upright when ``orient``; ImageError on any failure.
+
+    ``draft``: a JPEG may be decoded at a reduced scale whose sides stay >= ``draft`` (see
+    :attr:`Preprocess.draft`). Copies are avoided (a 24 MP photo is 72 MB per copy): transposing
+    happens in place and an RGB image is not converted again.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)  # first frame of GIFs and multi-page TIFFs
+                taken = _taken_at(img)
+                full = img.size
+                if draft and img.format == "JPEG":
+                    img.draft("RGB", (draft, draft))
+                img.load()
+                if orient:
+                    turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+                    ImageOps.exif_transpose(img, in_place=True)
+                    full = (full[1], full[0]) if turned else full
+                return Photo(img if img.mode == "RGB" else img.convert("RGB"), full, taken)
+    except FileNotFoundError:
+        raise ImageError("file vanished before it could be read", path=path) from None
+    except PermissionError:
+        raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else \
+            "too many pixels (decompression bomb guard)"
+        raise ImageError(reason, path=path, hint="skip it or convert it to JPEG/PNG") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise decode_error(exc, path) from None
+
+
+def decode_error(exc: BaseException, path: Path) -> ImageError:
+    """Any decoder failure as this file's one-line error (decoders raise many exception types)."""
+    return ImageError(f"cannot decode image ({first_line(exc)})", path=path,
+                      hint="the file may be truncated or corrupt")
+
+
+def open_rgb(path: Path, *, orient: bool = True) -> Image.Image:
+    """Decode a photo to an RGB PIL image, upright when ``orient``."""
+    return read_photo(path, orient=orient).rgb
+
+
+def to_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
+    """RGB PIL image -> float32 (3, S, S), normalised exactly as the reference does."""
+    size = pre.image_size
+    resized = img.resize((size, size), Image.Resampling.BILINEAR)
+    x = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(pre.mean, dtype=np.float32)
+    std = np.asarray(pre.std, dtype=np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+
+def load_input(path: Path, pre: Preprocess, *, orient: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode + preprocess one photo; also returns the upright (width, height) of the photo."""
+    photo = read_photo(path, orient=orient, draft=pre.draft_size)
+    return to_input(photo.rgb, pre), photo.size
+
+
+def parity_images(pre: Preprocess, count: int = 2) -> np.ndarray:
+    """Fixed, photo-like inputs: smooth gradients plus texture, run through the real preprocessing."""
+    rng = np.random.default_rng(0)
+    batch = []
+    for i in range(count):
+        h, w = 300 + 40 * i, 420 - 30 * i
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], axis=-1) * 255
+        pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        batch.append(to_input(Image.fromarray(pixels), pre))
+    return np.stack(batch)

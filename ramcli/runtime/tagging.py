@@ -1,0 +1,114 @@
+"""Logits -> tags. The one place that decides which tags a photo gets.
+
+The reference rule is kept exactly: tag c fires iff sigmoid(logit_c) > threshold_c (strict),
+with the per-tag thresholds shipped with the model. A user threshold replaces all of them;
+0 lists every tag with its score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ramcli.runtime.engine import Engine
+from ramcli.runtime.vocabulary import Vocabulary
+
+
+@dataclass(frozen=True)
+class Tag:
+    index: int
+    name: str
+    name_zh: str | None
+    score: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "name_zh": self.name_zh, "score": round(self.score, 6)}
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """float32 sigmoid that neither overflows nor loses precision for large |x|."""
+    x = np.asarray(logits, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How to choose tags from scores."""
+
+    threshold: float | None = None  # None: the model's per-tag thresholds
+    top_k: int | None = None
+
+    def pick(self, scores: np.ndarray, thresholds: np.ndarray, hidden: np.ndarray | None = None) -> np.ndarray:
+        """Indices of the chosen tags, highest score first; ``hidden`` tags are never chosen."""
+        if self.threshold is None:
+            on = scores > thresholds
+        elif self.threshold <= 0:
+            on = np.ones_like(scores, dtype=bool)
+        else:
+            on = scores > np.float32(self.threshold)
+        if hidden is not None:
+            on &= ~hidden
+        idx = np.flatnonzero(on)
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return idx[: self.top_k] if self.top_k is not None else idx
+
+
+class Tagger:
+    """Engine + vocabulary: preprocessed images in, scores and tags out."""
+
+    def __init__(self, engine: Engine, vocab: Vocabulary) -> None:
+        self.engine = engine
+        self.vocab = vocab
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, S, S) -> (image embeddings (B, N, 512), logits (B, T))."""
+        if self.engine.side_by_side > 1 and len(images) > 1:
+            if self.vocab.reweight_scale is not None:
+                self.engine.reweigher  # noqa: B018 - loaded here, not raced for by the workers
+            done = list(self.engine.workers.map(self._infer_one, images))
+            return np.concatenate([e for e, _ in done]), np.concatenate([lg for _, lg in done])
+        embeds = self.engine.encode(images)
+        return embeds, self.logits(embeds)
+
+    def _infer_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        embeds = self.engine.encode(image[None])
+        return embeds, self._logits(embeds)
+
+    def logits(self, image_embeds: np.ndarray) -> np.ndarray:
+        """(B, N, 512) -> (B, T); one image at a time where batching only costs memory (CPU)."""
+        if not self.engine.head_per_image or len(image_embeds) == 1:
+            return self._logits(image_embeds)
+        return np.concatenate([self._logits(e[None]) for e in image_embeds])
+
+    def _logits(self, image_embeds: np.ndarray) -> np.ndarray:
+        """The tag head over the whole vocabulary. RAM++'s description weighting runs on the
+        engine's device (`Engine.reweigh`), one group of equal description counts at a time, and
+        the head once per group: it scores every tag on its own, so splitting changes nothing.
+        RAM's tag embeddings are the same for every image and come from the vocabulary."""
+        v = self.vocab
+        if v.reweight_scale is None:
+            return self.engine.logits(image_embeds, v.tag_embeds(image_embeds))
+        cls = image_embeds[:, 0]
+        parts = [self.engine.logits(image_embeds, self.engine.reweigh(cls, g.embeds, v.reweight_scale))
+                 for g in v.groups]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+    clip_space = True  # the image embeddings' token 0 is a CLIP embedding (search, add-tag use it)
+
+    def captions(self, image_embeds: np.ndarray, logits: np.ndarray) -> list[str | None]:
+        """RAM and RAM++ write no captions (Tag2Text does: ``caption.CaptionTagger``)."""
+        return [None] * len(logits)
+
+    def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
+        """Tags of one image from its (T,) logits."""
+        v = self.vocab
+        scores = sigmoid(logits)
+        picked = selection.pick(scores, v.thresholds, v.hidden)
+        return [Tag(v.tag_id(int(i)), v.names[i], v.names_zh[i] or None if v.names_zh else None, float(scores[i]))
+                for i in picked]

@@ -1,0 +1,250 @@
+"""The user's own tags (`ramcli add-tag`): definitions kept in the index, label embeddings from CLIP.
+
+RAM++ queries its tag head with CLIP text embeddings, so a tag it was never trained on is one
+more query (open-set recognition). How a custom tag's label embedding is made:
+
+* **A name only:** the normalised mean of the name's CLIP embeddings over the reference's
+  prompt templates (``openset.prompts``): one embedding, D = 1.
+* **Descriptions** (``--description``, or the authors' LLM description files): one embedding per
+  description, D = len(descriptions), weighted per image by RAM++'s softmax over their
+  similarity to the image, exactly as the built-in tags' 51 descriptions are.
+
+A custom tag's rows in ``image_tags`` carry ``tag_index = -id``, so they never collide with a
+built-in tag's index, and removing one custom tag never renumbers another. A custom tag named
+like a built-in one *shadows* it (the built-in one is no longer reported); ``ramcli tags
+disable`` switches a built-in tag off without a replacement.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramcli.errors import RamcliError
+from ramcli.index import EMBED_DIM, Index
+from ramcli.vocab.openset import Embed, mean_embedding, prompts
+
+DEFAULT_THRESHOLD = 0.5  # the reference's choice for tags the model was not trained on
+EXPORT_FORMAT = "ramcli-vocabulary"
+EXPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CustomTag:
+    id: int
+    name: str
+    name_zh: str | None
+    parent: str | None
+    threshold: float
+    descriptions: tuple[str, ...]
+    embeds: np.ndarray  # (D, 512) float32, L2-normalised rows
+    encoder: str
+    dirty: bool  # defined or changed, not yet applied to every indexed photo
+
+    @property
+    def tag_index(self) -> int:
+        return -self.id
+
+    def as_dict(self, *, photos: int | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "name_zh": self.name_zh, "parent": self.parent,
+                             "threshold": self.threshold, "descriptions": list(self.descriptions),
+                             "embeddings": int(self.embeds.shape[0]), "encoder": self.encoder,
+                             "pending": self.dirty}
+        if photos is not None:
+            d["photos"] = photos
+        return d
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def clean_name(name: str) -> str:
+    text = " ".join(name.split())
+    if not text:
+        raise RamcliError("a tag name cannot be empty", hint='e.g. ramcli add-tag "black-capped chickadee"')
+    if any(c in text for c in "|;\x00"):
+        raise RamcliError(f"tag name {text!r} contains | or ;, which photo apps use as separators",
+                          hint="choose a name without them")
+    return text
+
+
+def label_embeds(name: str, descriptions: Iterable[str], embed: Embed) -> np.ndarray:
+    """(D, 512) label embeddings: one per description, or the prompt-template mean (D = 1)."""
+    texts = [d.strip() for d in descriptions if d.strip()]
+    if texts:
+        rows = embed(texts).astype(np.float32)
+        return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    return mean_embedding(embed(prompts(name)))[None]
+
+
+# --------------------------------------------------------------------------------- storage
+
+
+def _row(r: tuple[Any, ...]) -> CustomTag:
+    id_, name, zh, parent, threshold, descriptions, embeds, encoder, dirty = r
+    return CustomTag(int(id_), name, zh, parent, float(threshold), tuple(json.loads(descriptions or "[]")),
+                     np.frombuffer(embeds, np.float32).reshape(-1, EMBED_DIM), encoder or "", bool(dirty))
+
+
+_COLUMNS = "id, name, name_zh, parent, threshold, descriptions, embeds, encoder, dirty"
+
+
+def load(index: Index) -> list[CustomTag]:
+    return [_row(r) for r in index.db.execute(f"select {_COLUMNS} from custom_tags order by id")]
+
+
+def ancestry(index: Index) -> dict[str, tuple[str, ...]]:
+    """Each custom tag's broader tags, outermost first, for the hierarchical keyword storages
+    (``metadata.WriteOptions.ancestry``): a parent that is itself a custom tag brings its own
+    parent, and so on (a cycle ends where a name repeats). Keyed by the English and the Chinese
+    name, whichever the keywords use."""
+    tags = load(index)
+    parents = {t.name: t.parent for t in tags if t.parent}
+    out: dict[str, tuple[str, ...]] = {}
+    for t in tags:
+        chain: list[str] = []
+        seen, up = {t.name}, t.parent
+        while up and up not in seen:
+            chain.append(up)
+            seen.add(up)
+            up = parents.get(up)
+        if chain:
+            for key in (t.name, t.name_zh):
+                if key:
+                    out[key] = tuple(reversed(chain))
+    return out
+
+
+def get(index: Index, name: str) -> CustomTag | None:
+    rows = index.db.execute(f"select {_COLUMNS} from custom_tags where name = ?", [name]).fetchall()
+    return _row(rows[0]) if rows else None
+
+
+def require(index: Index, name: str) -> CustomTag:
+    tag = get(index, name)
+    if tag is None:
+        raise RamcliError(f"there is no custom tag {name!r}", hint="`ramcli tags list --custom` shows them")
+    return tag
+
+
+def disabled(index: Index) -> set[str]:
+    return {r[0] for r in index.db.execute("select name from disabled_tags")}
+
+
+def upsert(index: Index, name: str, embeds: np.ndarray, *, descriptions: Iterable[str] = (),
+           threshold: float = DEFAULT_THRESHOLD, name_zh: str | None = None, parent: str | None = None,
+           encoder: str = "") -> CustomTag:
+    """Create or redefine ``name`` (same id when it exists); marked pending until applied."""
+    if not 0.0 < threshold < 1.0:
+        raise RamcliError(f"threshold {threshold} is not between 0 and 1", hint="e.g. --threshold 0.5")
+    vectors = np.ascontiguousarray(embeds, dtype=np.float32).reshape(-1, EMBED_DIM)
+    args = [name_zh, parent, float(threshold), json.dumps([d.strip() for d in descriptions if d.strip()],
+                                                         ensure_ascii=False), vectors.tobytes(), encoder, _now()]
+    with index.transaction():
+        if get(index, name) is None:
+            index.db.execute("insert into custom_tags (name_zh, parent, threshold, descriptions, embeds, encoder, "
+                             "updated_at, name, dirty, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                             [*args, name, _now()])
+        else:
+            index.db.execute("update custom_tags set name_zh = ?, parent = ?, threshold = ?, descriptions = ?, "
+                             "embeds = ?, encoder = ?, updated_at = ?, dirty = 1 where name = ?", [*args, name])
+    return require(index, name)
+
+
+def set_threshold(index: Index, name: str, threshold: float) -> CustomTag:
+    tag = require(index, name)
+    return upsert(index, name, tag.embeds, descriptions=tag.descriptions, threshold=threshold,
+                  name_zh=tag.name_zh, parent=tag.parent, encoder=tag.encoder)
+
+
+def mark_applied(index: Index, ids: Iterable[int]) -> None:
+    with index.transaction():
+        index.db.conn.executemany("update custom_tags set dirty = 0 where id = ?", [(i,) for i in ids])
+
+
+def remove(index: Index, name: str) -> CustomTag:
+    """Forget the definition; the caller then removes its rows and keywords (``rescore.apply``)."""
+    tag = require(index, name)
+    with index.transaction():
+        index.db.execute("delete from custom_tags where id = ?", [tag.id])
+    return tag
+
+
+def set_disabled(index: Index, name: str, off: bool) -> None:
+    with index.transaction():
+        if off:
+            index.db.execute("insert or ignore into disabled_tags (name, disabled_at) values (?, ?)", [name, _now()])
+        else:
+            index.db.execute("delete from disabled_tags where name = ?", [name])
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_descriptions_file(path: Path) -> dict[str, list[str]]:
+    """Tag -> descriptions from a file: the authors' JSON (a list of ``{tag: [descriptions]}``), a JSON
+    object ``{tag: [descriptions]}``, or plain text with one description per line (tag: none, "")."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RamcliError(f"cannot read the descriptions file ({err})", path=path,
+                          hint="give a UTF-8 JSON or text file") from None
+    if path.suffix.lower() != ".json":
+        return {"": [line.strip() for line in text.splitlines() if line.strip()]}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RamcliError(f"is not valid JSON ({err.msg}, line {err.lineno})", path=path,
+                          hint='expected [{"tag": ["description", ...]}, ...]') from None
+    items = data if isinstance(data, list) else [data]
+    out: dict[str, list[str]] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            raise RamcliError("is not a list of {tag: [descriptions]} objects", path=path,
+                              hint="use the authors' *_llm_tag_descriptions.json format")
+        for tag, descs in item.items():
+            if not isinstance(descs, list) or not all(isinstance(d, str) for d in descs):
+                raise RamcliError(f"tag {tag!r} has no list of description strings", path=path,
+                                  hint='expected {"tag": ["description", ...]}')
+            out.setdefault(str(tag), []).extend(descs)
+    return out
+
+
+def export_vocabulary(index: Index, path: Path) -> int:
+    """Write every custom tag (with its embeddings) and the disabled built-ins to a JSON file."""
+    tags = load(index)
+    doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+           "tags": [{**{k: v for k, v in t.as_dict().items() if k not in {"embeddings", "pending"}},
+                     "embeds": base64.b64encode(t.embeds.astype("<f4").tobytes()).decode("ascii")} for t in tags],
+           "disabled": sorted(disabled(index))}
+    path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    return len(tags)
+
+
+def read_vocabulary(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RamcliError(f"cannot read the vocabulary ({err})", path=path,
+                          hint="give a file written by `ramcli tags export`") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise RamcliError("is not a ramcli vocabulary", path=path, hint="give a file written by `ramcli tags export`")
+    if int(doc.get("version", 0)) > EXPORT_VERSION:
+        raise RamcliError(f"is vocabulary version {doc['version']}, newer than this ramcli", path=path,
+                          hint="upgrade ramcli")
+    return doc
+
+
+def decode_embeds(entry: dict[str, Any]) -> np.ndarray | None:
+    raw = entry.get("embeds")
+    if not raw:
+        return None
+    return np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float32).reshape(-1, EMBED_DIM)

@@ -1,0 +1,280 @@
+"""Apply custom tags to every indexed photo from the stored image tokens, without the image encoder.
+
+The reference implementation can only add a tag by running the whole model again on every
+image. ramcli keeps each image's 145x512 tokens (float16) and its CLS embedding (float32), so a
+new, changed or removed custom tag costs one tag-head pass over the stored tokens with just
+that tag as the query: the Swin encoder (two thirds of the work) never runs, and the tag head
+sees one query instead of 4,585.
+
+For each model in the index whose tag head takes CLIP label embeddings (RAM++, RAM):
+
+1. stream the images' tokens in batches, as stored (float16: the few-tags head takes them so);
+   RAM++'s description weighting uses the float32 CLS embedding, exactly as a full run did;
+2. images indexed with ``--no-store-tokens`` are decoded from one of their files and encoded
+   again (counted as ``reencoded``);
+3. score the changed tags; a tag fires iff its score > its threshold, as in a full run;
+4. for each image whose tags changed, rewrite its photos' keywords (same rules as ``ramcli tag``:
+   only our own keywords, mtime kept), then update ``image_tags`` and ``photos`` in one
+   transaction per batch.
+
+Interrupting loses nothing: the tags stay marked pending and ``ramcli tags apply`` (or the same
+command again) redoes the work; every step is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ramcli import metadata
+from ramcli.errors import ImageError, RamcliError
+from ramcli.index import EMBED_DIM, Index
+from ramcli.models import store
+from ramcli.pipeline.events import Event
+from ramcli.pipeline.library import _one_line, keywords, storage_options
+from ramcli.pipeline.photos import CUSTOM_FAMILIES
+from ramcli.runtime.engine import Engine, EngineOptions
+from ramcli.runtime.images import load_input
+from ramcli.runtime.tagging import sigmoid
+from ramcli.runtime.vocabulary import Vocabulary
+from ramcli.vocab import custom
+from ramcli.vocab.custom import CustomTag
+
+
+@dataclass(frozen=True)
+class RescoreOptions:
+    write: bool = True  # False (--no-write): index only; files are brought up to date by `tags apply`
+    batch_size: int = 32
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
+
+
+@dataclass
+class _Image:
+    hash: str
+    embeds: np.ndarray | None  # (145, 512) float16 as stored, or None when it had to be (and could not be) re-encoded
+    cls: np.ndarray | None  # (512,) float32: the exact CLS embedding (the stored tokens hold it rounded)
+
+
+class Rescore:
+    """Re-score ``changed`` custom tags and drop the rows of ``removed`` tag indices, everywhere.
+
+    Iterate :meth:`events` (one per photo whose keywords changed, and per error); :attr:`counts`
+    holds images scored, re-encoded, photos updated and errors at the end."""
+
+    def __init__(self, index: Index, changed: list[CustomTag], removed: list[int], opts: RescoreOptions,
+                 removed_builtin: list[str] | None = None) -> None:
+        """``removed``: custom tag indices (< 0), dropped for every model; ``removed_builtin``: built-in
+        tag names, dropped for the RAM/RAM++ models only (Tag2Text's list is another vocabulary)."""
+        self.index = index
+        self.changed = changed
+        self.removed = removed
+        self.removed_builtin = removed_builtin or []
+        # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
+        self.opts = replace(opts, write_options=replace(opts.write_options, ancestry=custom.ancestry(index)))
+        self.counts: Counter[str] = Counter()
+        self._zh_cache: dict[str, dict[int, str]] = {}
+        self.on_total: Callable[[int], None] = lambda _n: None
+        self.on_image: Callable[[], None] = lambda: None
+
+    def models(self) -> list[store.InstalledModel]:
+        installed = [store.get(name) for name, _ in self.index.models() if store.is_installed(name)]
+        return [m for m in installed if m.family in CUSTOM_FAMILIES]
+
+    def events(self) -> Iterator[Event]:
+        models = self.models()
+        self.on_total(sum(int(self.index.db.execute("select count(*) from images where model = ?",
+                                                    [m.name]).fetchone()[0]) for m in models))
+        for model in models:
+            yield from self._model(model)
+        if self.removed or self.removed_builtin:
+            yield from self._drop_removed([m.name for m in models])
+        if self.opts.write:  # with --no-write the files still lack them: `tags apply` finishes the job
+            custom.mark_applied(self.index, [t.id for t in self.changed])
+
+    # ---- one model
+    def _model(self, model: store.InstalledModel) -> Iterator[Event]:
+        if not self.changed:
+            return
+        engine = Engine(model, self.opts.engine)
+        vocab = Vocabulary.builtin(model).only(self.changed)
+        indices = [vocab.tag_id(i) for i in range(vocab.size)]
+        hashes = [r[0] for r in self.index.db.execute("select hash from images where model = ? order by hash",
+                                                      [model.name])]
+        for start in range(0, len(hashes), self.opts.batch_size):
+            images = self._load(model, engine, hashes[start:start + self.opts.batch_size])
+            scored = [im for im in images if im.embeds is not None]
+            if scored:
+                x = np.stack([im.embeds for im in scored])  # float16, as stored
+                cls = np.stack([im.cls for im in scored])[:, None]  # exact: the descriptions are weighted by it
+                scores = sigmoid(engine.logits(x, vocab.tag_embeds(cls)))
+                fired = {im.hash: [(indices[j], vocab.names[j], float(s[j]))
+                                   for j in np.flatnonzero(s > vocab.thresholds)]
+                         for im, s in zip(scored, scores, strict=True)}
+                yield from self._update(model.name, fired, set(indices))
+            for im in images:
+                self.counts["scored" if im.embeds is not None else "error"] += 1
+                if im.embeds is None:
+                    paths = self.index.paths_with_hash(im.hash)
+                    where = Path(paths[0]) if paths else None
+                    yield Event(where or Path(im.hash), "error", error=str(RamcliError(
+                        "indexed without image tokens, and no readable file to encode again", path=where,
+                        hint="run `ramcli tag` on its folder (with tokens stored) again")))
+                self.on_image()
+
+    def _load(self, model: store.InstalledModel, engine: Engine, hashes: list[str]) -> list[_Image]:
+        marks = ",".join("?" * len(hashes))
+        rows = {h: (cls, tok) for h, cls, tok in self.index.db.execute(
+            f"select hash, cls, tokens from images where model = ? and hash in ({marks})", [model.name, *hashes])}
+        out = []
+        for h in hashes:
+            cls, tok = rows[h]
+            if tok is not None:
+                out.append(_Image(h, np.frombuffer(tok, np.float16).reshape(-1, EMBED_DIM),
+                                  np.frombuffer(cls, np.float32)))
+            else:
+                x = self._reencode(model, engine, h)
+                out.append(_Image(h, None if x is None else x.astype(np.float16), None if x is None else x[0]))
+        return out
+
+    def _reencode(self, model: store.InstalledModel, engine: Engine, digest: str) -> np.ndarray | None:
+        """Tokens of an image indexed without them: decode one of its files and run the encoder."""
+        for path in self.index.paths_with_hash(digest):
+            try:
+                x, _ = load_input(Path(path), model.preprocess)
+            except (ImageError, OSError):
+                continue
+            self.counts["reencoded"] += 1
+            return engine.encode(x[None])[0]
+        return None
+
+    # ---- writing
+    def _update(self, model: str, fired: dict[str, list[tuple[int, str, float]]], indices: set[int]) -> Iterator[Event]:
+        """New rows for ``indices`` of these images; keywords rewritten where the tag set changed.
+
+        Files where a changed tag fires are checked even when the tag set is the same: a tag
+        defined again with another ``--parent`` moves in the hierarchical keywords. Checking
+        reads the file; it is written only when something differs.
+        """
+        plans = []
+        for digest, rows in fired.items():
+            have = self.index.tags_of(digest, model)
+            old = {i for i, _, _ in have if i in indices}
+            others = [(i, n) for i, n, _ in have if i not in indices]
+            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, rows, others)))
+        events: list[Event] = []
+        photo_updates = []
+        for digest, rows, changed in plans:
+            if not changed and not (rows and self.opts.write):
+                continue
+            keep = [(i, n, s) for i, n, s in self.index.tags_of(digest, model) if i not in indices]
+            tags = [(i, n) for i, n, _ in sorted([*keep, *rows], key=lambda r: -r[2])]
+            for row in self.index.photos_with_hash(digest, model):
+                names = self._keywords(model, tags, row.written)
+                try:
+                    written, touched = self._write(Path(row.path), names, row) if self.opts.write else \
+                        (row.written, False)
+                except (ImageError, OSError) as err:
+                    events.append(Event(Path(row.path), "error", error=_one_line(err, Path(row.path))))
+                    continue
+                photo_updates.append((row, written))
+                if changed or touched:
+                    events.append(Event(Path(row.path), "retagged", tags=names))
+        with self.index.transaction():  # scores are refreshed even where the same tags fire
+            marks = ",".join("?" * len(indices))
+            for digest, rows, _ in plans:
+                self.index.db.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
+                                      f"({marks})", [digest, model, *indices])
+                self.index.db.conn.executemany(
+                    "insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",
+                    [(digest, model, i, n, s) for i, n, s in rows])
+            for row, written in photo_updates:
+                self.index.record_written(row, written)
+        for ev in events:
+            self.counts["updated" if ev.status == "retagged" else "error"] += 1
+            yield ev
+
+    def _stale(self, digest: str, model: str, rows: list[tuple[int, str, float]],
+               others: list[tuple[int, str]]) -> bool:
+        """A file still lacks one of these tags (an earlier `--no-write` deferred it); ``others``: the
+        image's other tags, which tell the language its files were written in."""
+        fired = [(i, n) for i, n, _ in rows]
+        return self.opts.write and any(
+            row.storage and not set(self._keywords(model, fired, row.written, also=others)) <= set(row.written)
+            for row in self.index.photos_with_hash(digest, model))
+
+    def _keywords(self, model: str, tags: list[tuple[int, str]], written: list[str], *,
+                  also: Sequence[tuple[int, str]] = ()) -> list[str]:
+        """Keywords for (tag index, English name) pairs in the language ramcli last wrote into this
+        photo (`ramcli tag --lang en|zh|both`), told by which names of its tags (``tags`` and
+        ``also``) the file got: English only, Chinese only, or both."""
+        zh = self._zh(model)
+        before = set(written)
+        english = any(n in before for _, n in (*tags, *also))
+        chinese = any(zh.get(i) in before for i, _ in (*tags, *also))
+        return keywords(tags, zh, ("both" if english else "zh") if chinese else "en")
+
+    def _zh(self, model: str) -> dict[int, str]:
+        """Tag index -> Chinese name: the model's (when installed) and the custom tags' ``--zh``."""
+        if model not in self._zh_cache:
+            names = store.get(model).tag_names_zh if store.is_installed(model) else None
+            out = {i: z.strip() for i, z in enumerate(names or []) if z and z.strip()}
+            out.update({t.tag_index: t.name_zh.strip() for t in custom.load(self.index) if t.name_zh and
+                        t.name_zh.strip()})
+            self._zh_cache[model] = out
+        return self._zh_cache[model]
+
+    def _write(self, path: Path, names: list[str], row: object) -> tuple[list[str], bool]:
+        """(the keywords of ours the file now carries, whether the file was rewritten)."""
+        from ramcli.index import PhotoRow
+
+        assert isinstance(row, PhotoRow)
+        if not row.storage:  # indexed with --no-write: ramcli does not own this file's keywords
+            return row.written, False
+        result = metadata.write_keywords(path, names, row.written, storage_options(row.storage,
+                                                                                   self.opts.write_options))
+        return [k for k in names if k in row.written or k in result.added], result.changed
+
+    def _drop_removed(self, ram_models: list[str]) -> Iterator[Event]:
+        """Rows and keywords of removed tags; custom ones also for models no longer installed."""
+        def gone(i: int, name: str, model: str) -> bool:
+            return i in self.removed or (i >= 0 and name in self.removed_builtin and model in ram_models)
+
+        rows = [(h, m) for h, m in self.index.db.execute("select distinct hash, model from image_tags where "
+                f"tag_index < 0 or tag in ({','.join('?' * len(self.removed_builtin))})", self.removed_builtin)]
+        for digest, model in rows:
+            tags = self.index.tags_of(digest, model)
+            drop = [i for i, n, _ in tags if gone(i, n, model)]
+            if not drop:
+                continue
+            kept = [(i, n) for i, n, _ in tags if i not in drop]
+            updates = []
+            for row in self.index.photos_with_hash(digest, model):
+                names = self._keywords(model, kept, row.written)
+                try:
+                    written = self._write(Path(row.path), names, row)[0] if self.opts.write else row.written
+                except (ImageError, OSError) as err:
+                    self.counts["error"] += 1
+                    yield Event(Path(row.path), "error", error=_one_line(err, Path(row.path)))
+                    continue
+                updates.append((row, written, names))
+            with self.index.transaction():
+                self.index.db.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
+                                      f"({','.join('?' * len(drop))})", [digest, model, *drop])
+                for row, written, _ in updates:
+                    self.index.record_written(row, written)
+            for row, _, names in updates:
+                self.counts["updated"] += 1
+                yield Event(Path(row.path), "retagged", tags=names)
+
+
+def require_encoder() -> store.InstalledModel:
+    enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
+    if enc is None:
+        raise RamcliError("custom tags need the CLIP text encoder, which is not installed",
+                          hint="run `ramcli models pull clip_vit_b16_text` (or `ramcli models import FILE`)")
+    return enc

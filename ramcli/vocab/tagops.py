@@ -1,0 +1,154 @@
+"""What `ramcli add-tag` and `ramcli tags ...` do, between the CLI and the index.
+
+Every change to the vocabulary goes the same way: change the definition in the index (marked
+pending), then :class:`rescore.Rescore` applies the pending tags to every indexed photo.
+A built-in tag switched back on is re-scored the same way, from its own description embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramcli.errors import RamcliError, UsageError
+from ramcli.index import Index
+from ramcli.models import store
+from ramcli.pipeline.photos import CUSTOM_FAMILIES
+from ramcli.vocab import custom
+from ramcli.vocab.custom import CustomTag
+from ramcli.vocab.rescore import require_encoder
+
+
+@dataclass(frozen=True)
+class TagSpec:
+    """One tag as the user asked for it."""
+
+    name: str
+    descriptions: tuple[str, ...] = ()
+    threshold: float = custom.DEFAULT_THRESHOLD
+    name_zh: str | None = None
+    parent: str | None = None
+
+
+def specs(name: str | None, descriptions: Sequence[str], descriptions_file: Path | None, threshold: float | None,
+          name_zh: str | None, parent: str | None) -> list[TagSpec]:
+    """The tags an `add-tag` command line means: one NAME, or every tag of a JSON descriptions file."""
+    t = custom.DEFAULT_THRESHOLD if threshold is None else threshold
+    from_file = custom.read_descriptions_file(descriptions_file) if descriptions_file else {}
+    if name is None:
+        named = {k: v for k, v in from_file.items() if k}
+        if not named:
+            raise UsageError("give a tag NAME, or --descriptions-file with a JSON {tag: [descriptions]} list",
+                             hint='e.g. ramcli add-tag "black-capped chickadee"')
+        if name_zh or parent or descriptions:
+            raise UsageError("--zh, --parent and --description need a tag NAME", hint="add the NAME")
+        return [TagSpec(custom.clean_name(k), tuple(v), t) for k, v in named.items()]
+    clean = custom.clean_name(name)
+    extra = from_file.get(name, from_file.get("", [])) if from_file else []
+    if from_file and not extra and set(from_file) - {""}:
+        raise UsageError(f"{descriptions_file} has no descriptions for {name!r}",
+                         hint="leave out NAME to add every tag of the file")
+    return [TagSpec(clean, (*descriptions, *extra), t, name_zh, parent)]
+
+
+def define(index: Index, wanted: list[TagSpec], report: Callable[[str], None] = lambda _m: None) -> list[CustomTag]:
+    """Embed and store the tags (all prompts or descriptions in one encoder session)."""
+    from ramcli.runtime.textenc import TextEncoder
+
+    enc = require_encoder()
+    embed = TextEncoder(enc)
+    report(f"embedding {len(wanted)} tag{'s' if len(wanted) != 1 else ''} with {enc.name}")
+    return [custom.upsert(index, s.name, custom.label_embeds(s.name, s.descriptions, embed),
+                          descriptions=s.descriptions, threshold=s.threshold, name_zh=s.name_zh, parent=s.parent,
+                          encoder=enc.name) for s in wanted]
+
+
+def import_vocabulary(index: Index, path: Path, report: Callable[[str], None] = lambda _m: None) -> list[CustomTag]:
+    """Tags from `ramcli tags export`: their embeddings are used as they are when they were made by the
+    installed encoder, else computed again here."""
+    doc = custom.read_vocabulary(path)
+    enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
+    out, todo = [], []
+    for entry in doc.get("tags", []):
+        spec = TagSpec(custom.clean_name(str(entry["name"])), tuple(entry.get("descriptions") or ()),
+                       float(entry.get("threshold", custom.DEFAULT_THRESHOLD)), entry.get("name_zh"),
+                       entry.get("parent"))
+        embeds = custom.decode_embeds(entry)
+        if embeds is not None and (enc is None or entry.get("encoder") in (None, "", enc.name)):
+            out.append(custom.upsert(index, spec.name, embeds, descriptions=spec.descriptions,
+                                     threshold=spec.threshold, name_zh=spec.name_zh, parent=spec.parent,
+                                     encoder=str(entry.get("encoder") or "")))
+        else:
+            todo.append(spec)
+    if todo:
+        out += define(index, todo, report)
+    for name in doc.get("disabled", []):
+        custom.set_disabled(index, str(name), True)
+    return out
+
+
+def main_model(index: Index, name: str | None = None) -> store.InstalledModel:
+    """The model whose built-in tags are listed: ``name``, else the one that tagged most photos."""
+    names = [name] if name else [m for m, _ in index.models()]
+    for n in names:
+        if store.is_installed(n) and store.get(n).family in CUSTOM_FAMILIES:
+            return store.get(n)
+    raise RamcliError("no indexed photo was tagged by an installed RAM++ or RAM model",
+                      hint="run `ramcli tag ~/Photos` first")
+
+
+def photo_counts(index: Index) -> dict[str, int]:
+    return {r[0]: r[1] for r in index.db.execute(
+        "select t.tag, count(distinct p.path) from image_tags t join photos p on p.hash = t.hash "
+        "and p.model = t.model group by t.tag")}
+
+
+def listing(index: Index, model: store.InstalledModel | None, *, custom_only: bool) -> list[dict[str, Any]]:
+    counts = photo_counts(index)
+    tags = custom.load(index)
+    rows = [{"source": "custom", **t.as_dict(photos=counts.get(t.name, 0))} for t in tags]
+    if custom_only or model is None:
+        return rows
+    off = custom.disabled(index)
+    shadowed = {t.name.casefold() for t in tags}
+    zh = model.tag_names_zh or []
+    thresholds = model.thresholds
+    for i, name in enumerate(model.tag_names):
+        state = "disabled" if name in off else "shadowed" if name.casefold() in shadowed else "on"
+        rows.append({"source": "builtin", "index": i, "name": name, "name_zh": zh[i].strip() if i < len(zh) else None,
+                     "threshold": round(float(thresholds[i]), 4), "state": state, "photos": counts.get(name, 0)})
+    return rows
+
+
+def show(index: Index, name: str, model: store.InstalledModel | None) -> dict[str, Any]:
+    for row in listing(index, model, custom_only=model is None):
+        if row["name"] == name:
+            return row
+    raise RamcliError(f"there is no tag {name!r}", hint="`ramcli tags list` shows them")
+
+
+def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
+    """A built-in tag in the shape re-scoring takes (its own index, embeddings and threshold)."""
+    try:
+        i = model.tag_names.index(name)
+    except ValueError:
+        raise RamcliError(f"{model.name} has no built-in tag {name!r}", hint="`ramcli tags list` shows them") from None
+    per = int(model.meta["descriptions_per_tag"])
+    embeds = np.asarray(model.label_embed().reshape(model.num_tags, per, -1)[i], dtype=np.float32)
+    zh = model.tag_names_zh
+    return CustomTag(-i, name, zh[i] if zh else None, None, float(model.thresholds[i]), (), embeds, "", False)
+
+
+def orphans(index: Index) -> list[int]:
+    """Custom tag indices still in ``image_tags`` whose definition is gone (an interrupted remove)."""
+    return [r[0] for r in index.db.execute(
+        "select distinct tag_index from image_tags where tag_index < 0 and -tag_index not in "
+        "(select id from custom_tags)")]
+
+
+def pending(index: Index) -> list[CustomTag]:
+    return [t for t in custom.load(index) if t.dirty]
