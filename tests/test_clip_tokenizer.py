@@ -234,7 +234,7 @@ def test_default_bpe_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_no_torch_or_open_clip_at_run_time() -> None:
     """Importing, locating the vocabulary (find_spec) and tokenizing must not import torch or open_clip."""
-    code = ("import sys\nfrom ramcli.clip_tokenizer import ClipTokenizer\n"
+    code = ("import sys\nfrom ramcli.runtime.clip_tokenizer import ClipTokenizer\n"
             "ids = ClipTokenizer()(['a photo of a café.', 'fish &amp; chips'])\n"
             "assert ids.shape == (2, 77), ids.shape\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')))\n")

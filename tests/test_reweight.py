@@ -1,4 +1,4 @@
-"""RAM++'s description weighting as an ONNX graph (ramcli.reweight), run by the engine: the same
+"""RAM++'s description weighting as an ONNX graph (ramcli.runtime.reweight), run by the engine: the same
 tag embeddings as the paper's formula and as the numpy step, the same logits through the tagger,
 and the device path (I/O binding) run on the CPU, where onnxruntime binds host memory the same way."""
 

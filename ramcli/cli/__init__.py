@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -175,7 +174,9 @@ def tag(
     `--dry-run` shows the tags and writes nothing; with no model installed, the default one is
     downloaded and converted first.
     """
-    from ramcli.pipeline.photos import open_tagger, resolve_model
+    from ramcli import Library
+    from ramcli.metadata import WriteOptions
+    from ramcli.pipeline.run import TagOptions
     from ramcli.runtime.engine import EngineOptions
     from ramcli.runtime.tagging import Selection
 
@@ -187,24 +188,24 @@ def tag(
         _fail(UsageError(f"--lang must be en, zh or both, not {lang!r}"))
     _check_engine_options(precision, decode)
     guide = [t.strip() for t in caption_tags.split(",") if t.strip()] if caption_tags else None
-    selection = Selection(threshold=threshold, top_k=top_k)
+    opts = TagOptions(dry_run=dry_run, write=not no_write, store_tokens=store_tokens, prune=prune,
+                      batch_size=batch_size, workers=workers, exclude=tuple(exclude or ()),
+                      selection=Selection(threshold=threshold, top_k=top_k),
+                      write_options=WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name, touch=touch,
+                                                 hierarchical_root=hierarchy_root or None),
+                      lang=lang, overwrite_description=overwrite_description)
     with _errors():
-        installed = resolve_model(model, download=not no_download, report=_say)
-        from ramcli.config import index_path
-
-        tagger = open_tagger(installed, EngineOptions(device=device, threads=threads, precision=precision,
-                                                      decode=decode), index or index_path(), guide, batch_size)
-        _say(f"model {installed.name} on {tagger.engine.provider}" + (f" ({precision})" if precision != "fp32" else ""))
-        if dry_run:
-            failed = _tag_dry_run(paths, tagger, selection, batch_size, exclude or [], json_out, lang)
-        else:
-            from ramcli.metadata import WriteOptions
-
-            wopts = WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name, touch=touch,
-                                 hierarchical_root=hierarchy_root or None)
-            opts = _library_options(no_write, store_tokens, prune, batch_size, workers, exclude, selection, wopts)
-            opts = replace(opts, lang=lang, overwrite_description=overwrite_description)
-            failed = _tag_library(paths, tagger, index, opts, json_out, verbose)
+        lib = Library(index, model=model, download=not no_download, report=_say,
+                      engine=EngineOptions(device=device, threads=threads, precision=precision, decode=decode))
+        tagger = lib.tagger(batch_size=batch_size, caption_tags=guide)
+        _say(f"model {lib.model.name} on {tagger.engine.provider}" + (f" ({precision})" if precision != "fp32" else ""))
+        run = lib.tag(paths, opts, tagger=tagger)
+        failed = _render(run, json_out=json_out, verbose=verbose, what="tagging",
+                         interrupted="what was done is saved; run the same command to go on")
+    if not dry_run:
+        _say(f"{_summary(run.counts)} in {_elapsed():.1f} s (index {lib.index_path})")
+    elif not json_out:
+        _say(f"{run.counts.get('tagged', 0)} tagged, {failed} failed, {_elapsed():.1f} s (dry run: nothing written)")
     if failed:
         raise typer.Exit(1)
 
@@ -218,92 +219,63 @@ def _check_engine_options(precision: str, decode: str) -> None:
         _fail(UsageError(f"--decode must be auto, exact or draft, not {decode!r}"))
 
 
-def _library_options(no_write: bool, store_tokens: bool, prune: bool, batch_size: int, workers: int,
-                     exclude: list[str] | None, selection: Any, wopts: Any) -> Any:
-    from ramcli.pipeline.library import LibraryOptions
-
-    return LibraryOptions(write=not no_write, store_tokens=store_tokens, prune=prune, batch_size=batch_size,
-                          workers=workers, exclude=tuple(exclude or ()), selection=selection, write_options=wopts)
+_STARTED = [0.0]
 
 
-def _tag_library(paths: list[Path], tagger: Any, index_file: Path | None, opts: Any, json_out: bool,
-                 verbose: bool) -> int:
-    from ramcli.config import index_path
-    from ramcli.index import open_index
-    from ramcli.pipeline.library import LibraryRun
+def _elapsed() -> float:
+    return time.perf_counter() - _STARTED[0]
 
-    ix = open_index(index_file or index_path(), writer=True)
+
+def _summary(counts: Any) -> str:
+    order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "skipped", "error"]
+    return ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}" for k in order)
+
+
+def _render(run: Any, *, json_out: bool, verbose: bool, what: str, interrupted: str, unit: str = "photos") -> int:
+    """The one event renderer: a progress bar over any run's events, `--json` lines, one line per
+    problem, a line per photo with ``verbose`` (a dry run always shows its tags). Returns the failures."""
+    from ramcli.pipeline.events import Event
+
+    _STARTED[0] = start = time.perf_counter()
+    failed = 0
     try:
-        run = LibraryRun(paths, tagger, ix, opts)
-        start = time.perf_counter()
         with _progress() as bar:
-            task = bar.add_task("tagging", total=None, rate="")
+            task = bar.add_task(what, total=getattr(run, "total", None), rate="")
             run.on_total = lambda n: bar.update(task, total=n)
-            for n, ev in enumerate(run.events(), 1):
-                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.1f} photos/s")
-                if json_out:
+
+            def tick() -> None:
+                n = bar.tasks[0].completed + 1
+                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.1f} {unit}/s")
+
+            per_event = not hasattr(run, "on_image")  # re-scoring counts images, not the photos it changes
+            if not per_event:
+                run.on_image = tick
+            for ev in run:
+                assert isinstance(ev, Event)
+                if per_event:
+                    tick()
+                report = ev.model is not None  # a dry run's report sink
+                if json_out and not (report and ev.status == "skipped"):
                     _emit_json(ev.as_dict())
                 if ev.status == "error":
+                    failed += 1
                     err().print(f"[red]error:[/] {escape(ev.error or '')}")
                 elif ev.status == "skipped":
                     err().print(f"[yellow]skipped:[/] {escape(ev.error or '')}")
+                elif report and not json_out:
+                    names = ", ".join(f"{escape(name)} [dim]{t.score:.2f}[/]"
+                                      for name, t in zip(ev.tags, ev.scored or [], strict=True))
+                    out().print(f"[bold]{escape(printable(ev.path))}[/]: {names or '[dim](none)[/]'}")
+                    if ev.caption is not None:
+                        out().print(f"  [italic]{escape(ev.caption)}[/]")
                 elif verbose and not json_out:
                     extra = f" (from {ev.moved_from})" if ev.moved_from else ""
                     out().print(f"{ev.status:>9} {escape(str(ev.path))}{escape(extra)}: {escape(', '.join(ev.tags))}")
                     if ev.caption is not None:
                         out().print(f"          [italic]{escape(ev.caption)}[/]")
     except KeyboardInterrupt:
-        err().print("[yellow]interrupted: what was done is saved; run the same command to go on[/]")
+        err().print(f"[yellow]interrupted: {interrupted}[/]")
         raise typer.Exit(130) from None
-    finally:
-        ix.close()
-    counts = run.counts
-    order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "skipped", "error"]
-    summary = ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}" for k in order)
-    _say(f"{summary} in {time.perf_counter() - start:.1f} s (index {ix.path})")
-    return counts.get("error", 0)
-
-
-def _in_lang(tag: Any, lang: str) -> str:
-    zh = (tag.name_zh or "").strip()
-    return tag.name if lang == "en" or not zh else zh if lang == "zh" else f"{tag.name} {zh}"
-
-
-def _tag_dry_run(paths: list[Path], tagger: Any, selection: Any, batch_size: int, exclude: list[str],
-                 json_out: bool, lang: str) -> int:
-    from ramcli.pipeline.photos import tag_photos
-    from ramcli.pipeline.scan import ScanProblem, iter_photos
-
-    model = tagger.engine.model.name
-    failed = tagged = 0
-    photos: list[Path] = []
-    for item in iter_photos(paths, exclude):
-        if isinstance(item, ScanProblem) and item.skipped:
-            err().print(f"[yellow]skipped:[/] {escape(str(RamcliError(item.reason, path=item.path)))}")
-        elif isinstance(item, ScanProblem):
-            failed += 1
-            _report_error(str(RamcliError(item.reason, path=item.path)), item.path, model, json_out)
-        else:
-            photos.append(item)
-    start = time.perf_counter()
-    with _progress() as bar:
-        task = bar.add_task("tagging", total=len(photos), rate="")
-        for n, result in enumerate(tag_photos(photos, tagger, selection, batch_size=batch_size), 1):
-            bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.2f} photos/s")
-            if result.error is not None:
-                failed += 1
-                _report_error(result.error, result.path, model, json_out)
-                continue
-            tagged += 1
-            if json_out:
-                _emit_json(result.as_dict())
-            else:
-                names = ", ".join(f"{escape(_in_lang(t, lang))} [dim]{t.score:.2f}[/]" for t in result.tags)
-                out().print(f"[bold]{escape(printable(result.path))}[/]: {names or '[dim](none)[/]'}")
-                if result.caption is not None:
-                    out().print(f"  [italic]{escape(result.caption)}[/]")
-    if not json_out:
-        _say(f"{tagged} tagged, {failed} failed, {time.perf_counter() - start:.1f} s (dry run: nothing written)")
     return failed
 
 
@@ -318,27 +290,14 @@ def untag(
 
     Example: `ramcli untag ~/Photos/2019`
     """
-    from ramcli.config import index_path
-    from ramcli.index import open_index
-    from ramcli.metadata import WriteOptions
-    from ramcli.pipeline.library import untag as run_untag
+    from ramcli import Library
 
-    failed = done = 0
     with _errors():
-        ix = open_index(index or index_path(), writer=True)
-        try:
-            for ev in run_untag(paths, ix, WriteOptions(), write=not no_write):
-                if json_out:
-                    _emit_json(ev.as_dict())
-                if ev.status == "error":
-                    failed += 1
-                    err().print(f"[red]error:[/] {escape(ev.error or '')}")
-                else:
-                    done += 1
-        finally:
-            ix.close()
+        run = Library(index).untag(paths, write=not no_write)
+        failed = _render(run, json_out=json_out, verbose=False, what="untagging",
+                         interrupted="what was done is saved; run the same command to go on")
     if not json_out:
-        _say(f"{done} untagged, {failed} errors")
+        _say(f"{run.counts.get('untagged', 0)} untagged, {failed} errors")
     if failed:
         raise typer.Exit(1)
 
@@ -465,32 +424,15 @@ def _tag_index(index: Path | None, *, writer: bool = True, create: bool = False)
 def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json_out: bool,
            removed_builtin: list[str] | None = None) -> None:
     """Re-score ``changed`` tags over the whole library, with a progress bar; exit 1 if a photo failed."""
-    from ramcli.vocab.rescore import Rescore, RescoreOptions
+    from ramcli.pipeline.rescore import Rescore, RescoreOptions
 
     run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
-    start = time.perf_counter()
-    try:
-        with _progress() as bar:
-            task = bar.add_task("re-scoring", total=None, rate="")
-            run.on_total = lambda n: bar.update(task, total=n)
-
-            def tick() -> None:
-                n = bar.tasks[0].completed + 1
-                bar.update(task, advance=1, rate=f"{n / max(time.perf_counter() - start, 1e-9):.0f} images/s")
-
-            run.on_image = tick
-            for ev in run.events():
-                if json_out:
-                    _emit_json(ev.as_dict())
-                if ev.status == "error":
-                    err().print(f"[red]error:[/] {escape(ev.error or '')}")
-    except KeyboardInterrupt:
-        err().print("[yellow]interrupted: run `ramcli tags apply` to finish[/]")
-        raise typer.Exit(130) from None
+    _render(run, json_out=json_out, verbose=False, what="re-scoring", unit="images",
+            interrupted="run `ramcli tags apply` to finish")
     c = run.counts
     _say(f"{c.get('scored', 0)} images re-scored ({c.get('reencoded', 0)} re-encoded: indexed without tokens), "
          f"{c.get('updated', 0)} photos' keywords changed, {c.get('error', 0)} errors "
-         f"in {time.perf_counter() - start:.1f} s")
+         f"in {_elapsed():.1f} s")
     if c.get("error", 0):
         raise typer.Exit(1)
 
@@ -881,14 +823,15 @@ def models_verify(
 
 def _speed_option_agreement(name: str, photos: Path | None, count: int, result: dict[str, Any]) -> None:
     from ramcli.models import quantize, store
+    from ramcli.pipeline import samples
 
     installed = store.get(name)
     made = [p for p in (quantize.INT8, quantize.FP16) if quantize.has_precision(installed, p)]
-    images = quantize.sample_inputs(installed, photos, count, _print_error) if made or photos else None
+    images = samples.sample_inputs(installed, photos, count, _print_error) if made or photos else None
     for precision in made:
         result[precision] = quantize.measure(installed, images, precision)
     if photos is not None:
-        result["draft_decode"] = quantize.decode_agreement(installed, photos, count, _print_error, exact=images)
+        result["draft_decode"] = samples.decode_agreement(installed, photos, count, _print_error, exact=images)
 
 
 def _agreement_line(a: dict[str, Any]) -> str:
@@ -919,13 +862,14 @@ def models_quantize(
     slower. Either way the tags may differ a little: the agreement is printed and kept.
     """
     from ramcli.models import quantize, store
+    from ramcli.pipeline import samples
 
     if to not in {quantize.INT8, quantize.FP16}:
         _fail(UsageError(f"--to must be int8 or fp16, not {to!r}"))
     with _errors():
         installed = store.get(name)
         files = quantize.quantize(installed, to, _say)
-        result = quantize.measure(installed, quantize.sample_inputs(installed, photos, count, _print_error), to)
+        result = quantize.measure(installed, samples.sample_inputs(installed, photos, count, _print_error), to)
     if json_out:
         _emit_json({"model": name, "files": [str(f) for f in files], **result})
     else:

@@ -13,7 +13,7 @@ on the user's photos or on fixed sample images: the share of tags both precision
 (shared / either, over all images), the share of images with identical tag sets, the largest
 score difference and, for Tag2Text, identical captions. The numbers of the last measurement are
 kept in ``meta.json`` and printed by ``ramcli models quantize`` and ``ramcli models verify``.
-:func:`decode_agreement` measures draft JPEG decoding (``--decode draft``) the same way.
+``pipeline.samples.decode_agreement`` measures draft JPEG decoding (``--decode draft``) the same way.
 
 Needs ``onnxruntime.quantization`` (with the ``onnx`` package), not torch.
 """
@@ -123,20 +123,6 @@ def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
     return {"precision": precision, **compare(model, ref, imgs, low, imgs)}
 
 
-def decode_agreement(model: store.InstalledModel, folder: Path, limit: int,
-                     report: Callable[[str], None] = lambda _m: None, *,
-                     exact: np.ndarray | None = None) -> dict[str, Any]:
-    """Tags from draft-decoded photos against exactly decoded ones (fp32 both times); ``exact``:
-    the same photos already decoded exactly (``sample_inputs``), when the caller has them."""
-    from ramcli.pipeline.photos import open_tagger
-
-    if exact is None:
-        exact = sample_inputs(model, folder, limit, report)
-    drafted = sample_inputs(model, folder, limit, draft=True)
-    tagger = open_tagger(model, EngineOptions(device="cpu"))
-    return {"decode": "draft", **compare(model, tagger, exact, tagger, drafted)}
-
-
 def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, low_x: np.ndarray,
             batch: int = 2) -> dict[str, Any]:
     """Run two taggers on their inputs (the same photos); how far ``low``'s tags are from ``ref``'s."""
@@ -167,34 +153,6 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
     if model.family == "tag2text":
         result["identical_captions"] = round(captions_same / n, 4) if n else None
     return result
-
-
-def sample_inputs(model: store.InstalledModel, folder: Path | None, limit: int,
-                  report: Callable[[str], None] = lambda _m: None, *, draft: bool = False) -> np.ndarray | None:
-    """Up to ``limit`` photos of ``folder``, preprocessed (None without a folder: fixed sample
-    images are used). Unreadable photos are reported and skipped."""
-    if folder is None:
-        return None
-    from dataclasses import replace
-
-    from ramcli.errors import ImageError
-    from ramcli.pipeline.scan import iter_photos
-    from ramcli.runtime.images import load_input
-
-    pre = replace(model.preprocess, draft=draft)
-    out = []
-    for p in iter_photos([folder], []):
-        if len(out) >= limit:
-            break
-        if not isinstance(p, Path):
-            continue
-        try:
-            out.append(load_input(p, pre)[0])
-        except ImageError as err:
-            report(str(err))
-    if not out:
-        raise RamcliError("no readable photos to measure on", path=folder, hint="give a folder with photos")
-    return np.stack(out)
 
 
 def measure(model: store.InstalledModel, images: np.ndarray | None, precision: str = INT8) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """`ramcli bench`: where the time of tagging goes, stage by stage, on this machine.
 
-The stages run one after another on each batch (no overlap), so each has its own clock:
+Bench runs the pipeline of `ramcli tag` (``run.tag_run``) on copies of the photos, into a scratch
+index, with a clock on each stage. Photos are prepared inline, so the stages run one after another
+on each batch (no overlap) and each has its own clock:
 
-    decode    read + EXIF transpose + resize + normalise (``images.load_input``)
+    decode    image hash + read + EXIF transpose + resize + normalise (the prepare stage)
     encoder   the image encoder (Swin)
-    head      the tag part: RAM++'s description weighting (numpy) + the tag head
+    head      the tag part: RAM++'s description weighting + the tag head
     caption   Tag2Text only: tag encoder + beam search
-    metadata  keywords written into a *copy* of each photo (yours are never touched)
+    metadata  keywords written into a *copy* of each photo (yours are never touched; copying is not timed)
     index     the batch's rows into a scratch SQLite index, one transaction
 
 End to end = their sum (``ramcli tag`` overlaps decoding with inference, so it is a little
@@ -20,22 +22,21 @@ import os
 import shutil
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ramcli import metadata
 from ramcli.errors import ImageError
-from ramcli.index import ImageRecord, PhotoRow, open_index
+from ramcli.index import open_index
 from ramcli.models import store
+from ramcli.pipeline.clock import Clock
 from ramcli.pipeline.photos import open_tagger
+from ramcli.pipeline.run import TagOptions, tag_run
 from ramcli.runtime.engine import EngineOptions
 from ramcli.runtime.images import load_input
-from ramcli.runtime.tagging import Selection
 
 # "inference": encoder and tag head together, where the images of a batch run side by side
 # (engine.for_batches) and the two cannot be timed apart.
@@ -70,17 +71,6 @@ def synthetic_photos(folder: Path, n: int, size: tuple[int, int] = (1024, 768), 
     return out
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        t = time.perf_counter()
-        yield
-        self.seconds[stage] += time.perf_counter() - t
-
-
 def _warm_up(tagger: Any, photos: list[Path]) -> None:
     """One untimed batch first: onnxruntime loads the encoder lazily and sizes its buffers on the
     first run (measured on Swin-L: +1.1 s), which is start-up, not photos/s."""
@@ -96,7 +86,8 @@ def _warm_up(tagger: Any, photos: list[Path]) -> None:
 def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4,
               engine: EngineOptions | None = None, report: Callable[[str], None] = lambda _m: None,
               on_photo: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    """Tag ``photos`` (copies of them) stage by stage; the numbers ``ramcli bench`` prints."""
+    """Tag copies of ``photos`` through the same pipeline as `ramcli tag` (write sink, scratch index),
+    preparing inline so that each stage has its own clock; the numbers ``ramcli bench`` prints."""
     opts = engine or EngineOptions()
     t0 = time.perf_counter()
     tagger = open_tagger(model, opts, batch_size=batch)
@@ -104,59 +95,29 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     t0 = time.perf_counter()
     _warm_up(tagger, photos[:batch])
     warmup_s = time.perf_counter() - t0
-    clock = _Clock()
-    errors: list[str] = []
-    done = 0
+    clock = Clock()
     work = Path(tempfile.mkdtemp(prefix="ramcli-bench-"))
     try:
+        copies = work / "photos"
+        copies.mkdir()
+        for i, p in enumerate(photos):  # yours are never touched
+            shutil.copyfile(p, copies / f"{i:05d}_{p.name}")
         ix = open_index(work / "bench.db", writer=True)
-        for start in range(0, len(photos), batch):
-            pixels, copies = [], []
-            with clock("decode"):
-                for p in photos[start:start + batch]:
-                    try:
-                        pixels.append(load_input(p, tagger.engine.preprocess)[0])
-                        copies.append(p)
-                    except ImageError as err:
-                        errors.append(str(err))
-                        report(str(err))
-            if not pixels:
-                continue
-            x = np.stack(pixels)
-            if tagger.engine.side_by_side > 1 and len(x) > 1:
-                with clock("inference"):
-                    embeds, logits = tagger.infer(x)
-            else:
-                with clock("encoder"):
-                    embeds = tagger.engine.encode(x)
-                with clock("head"):
-                    logits = tagger.logits(embeds)
-            with clock("head"):
-                tags = [tagger.tags(row, Selection()) for row in logits]
-            with clock("caption" if model.family == "tag2text" else "head"):
-                captions = tagger.captions(embeds, logits)
-            with clock("metadata"):
-                targets = [work / f"{i:05d}_{p.name}" for i, p in enumerate(copies, start)]
-                for src, dst, t, cap in zip(copies, targets, tags, captions, strict=True):
-                    shutil.copyfile(src, dst)
-                    metadata.write_keywords(dst, [tag.name for tag in t], [], caption=cap)
-            with clock("index"), ix.transaction():
-                for dst, t, e in zip(targets, tags, embeds, strict=True):
-                    digest = dst.name
-                    ix.put_image(ImageRecord(digest, model.name, 0, 0, None, e[0] if tagger.clip_space else None,
-                                             e if tagger.clip_space else None, [(g.index, g.name, g.score) for g in t]))
-                    ix.put_photo(PhotoRow(str(dst), digest, 0, 0, [g.name for g in t], "embed", model.name))
-            done += len(pixels)
-            for _ in pixels:
+        run = tag_run([copies], tagger, ix, TagOptions(batch_size=batch), close=ix.close, clock=clock,
+                      pool="inline")
+        for ev in run:
+            if ev.status == "error":
+                report(ev.error or "")
+            elif ev.status == "tagged":
                 on_photo()
-        ix.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    done, errors = run.counts.get("tagged", 0), run.counts.get("error", 0)
     total = sum(clock.seconds.values())
     return {
         "model": model.name, "family": model.family, "provider": tagger.engine.provider,
         "threads": opts.threads or os.cpu_count(), "batch": batch, "side_by_side": tagger.engine.side_by_side,
-        "photos": done, "errors": len(errors),
+        "photos": done, "errors": errors,
         "load_s": round(load_s, 2), "warmup_s": round(warmup_s, 2),
         "photos_per_s": round(done / total, 3) if total else None,
         "s_per_photo": round(total / done, 3) if done else None,

@@ -25,7 +25,8 @@ class Event:
     """What happened to one path.
 
     ``tags`` are the keywords (in the run's ``--lang``); ``scored`` is set only by the report sink
-    (`--dry-run`), which shows every chosen tag with its score instead of writing anything.
+    (`--dry-run`), which shows every chosen tag with its score instead of writing anything — there
+    ``tags`` holds one label per scored tag ("dog", "狗" or "dog 狗" as ``--lang`` says).
     """
 
     path: Path

@@ -20,7 +20,6 @@ from ramcli.models import store
 from ramcli.pipeline.photos import CUSTOM_FAMILIES
 from ramcli.vocab import custom
 from ramcli.vocab.custom import CustomTag
-from ramcli.vocab.rescore import require_encoder
 
 
 @dataclass(frozen=True)
@@ -152,3 +151,11 @@ def orphans(index: Index) -> list[int]:
 
 def pending(index: Index) -> list[CustomTag]:
     return [t for t in custom.load(index) if t.dirty]
+
+
+def require_encoder() -> store.InstalledModel:
+    enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
+    if enc is None:
+        raise RamcliError("custom tags need the CLIP text encoder, which is not installed",
+                          hint="run `ramcli models pull clip_vit_b16_text` (or `ramcli models import FILE`)")
+    return enc

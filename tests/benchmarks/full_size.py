@@ -1,7 +1,7 @@
 """Full-size random RAM++/RAM (Swin-L, 4,585 tags): import, parity, seconds per photo, peak RSS.
 
 The official weights cannot be downloaded everywhere, so this builds a checkpoint with the
-official architecture and key layout and random weights (ramcli.convert.random_init), imports
+official architecture and key layout and random weights (ramcli.models.convert.random_init), imports
 it through `ramcli models import` exactly as a user would, then:
 
 1. parity: the PyTorch conversion model (which reproduces the authors' implementation bit for
@@ -34,8 +34,8 @@ import json, sys, time
 from pathlib import Path
 from ramcli.models import store
 from ramcli.runtime.engine import EngineOptions
-from ramcli.pipeline.photos import open_tagger, tag_photos
-from ramcli.runtime.tagging import Selection
+from ramcli.pipeline.photos import open_tagger
+from ramcli.pipeline.run import TagOptions, tag_run
 name, batch, threads, *paths = sys.argv[1:]
 paths = [Path(p) for p in paths]
 t0 = time.perf_counter()
@@ -43,9 +43,9 @@ batch = int(batch)
 tagger = open_tagger(store.get(name), EngineOptions(threads=int(threads)), batch_size=batch)
 load = time.perf_counter() - t0
 warm = paths[:batch]
-list(tag_photos(warm, tagger, Selection(), batch_size=batch))
+list(tag_run(warm, tagger, None, TagOptions(dry_run=True, batch_size=batch)))
 t1 = time.perf_counter()
-n = sum(1 for r in tag_photos(paths, tagger, Selection(), batch_size=batch) if r.error is None)
+n = sum(1 for r in tag_run(paths, tagger, None, TagOptions(dry_run=True, batch_size=batch)) if r.status == "tagged")
 dt = time.perf_counter() - t1
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's high-water mark
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

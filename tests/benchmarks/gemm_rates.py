@@ -1,6 +1,6 @@
 """How fast onnxruntime multiplies matrices here, float32 against int8: the ceiling of ``--precision int8``.
 
-ramcli's int8 graphs are onnxruntime's dynamic quantisation (ramcli.quantize): every MatMul
+ramcli's int8 graphs are onnxruntime's dynamic quantisation (ramcli.models.quantize): every MatMul
 becomes a u8 x s8 product. How much faster that is than float32 depends on the CPU, not on
 ramcli: with VNNI (``avx512_vnni``/``avx_vnni``) or AMX one instruction does what takes three
 without it (vpmaddubsw, vpmaddwd, vpaddd on AVX-512BW). Full-size RAM++ spends ~75 % of its

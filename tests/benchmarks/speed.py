@@ -10,7 +10,7 @@ and the speed-up is the median of the per-segment ratios reference / ramcli.
   drives it: PIL decode + torchvision ``Resize((S, S))``, ``ToTensor``, ``Normalize``, then the steps
   of ``generate_tag`` in their order, including the per-image reweighting loop with its
   (T, 51, 512) temporary, and the thresholds.
-* ramcli: ``pipeline.tag_photos`` (decoding overlapped with inference) on the installed model's
+* ramcli: the pipeline's dry run (``pipeline.run.tag_run``: decoding overlapped with inference) on the installed model's
   ONNX graphs at ``--precision``.
 
 Tags: the reference model run on ramcli's own preprocessed input must give the same tag sets as
@@ -98,10 +98,10 @@ def main() -> None:
 
     from ramcli.models import store
     from ramcli.models.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
-    from ramcli.pipeline.photos import open_tagger, tag_photos
+    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.run import TagOptions, tag_run
     from ramcli.runtime.engine import EngineOptions
     from ramcli.runtime.images import load_input
-    from ramcli.runtime.tagging import Selection
 
     torch.set_num_threads(args.threads)
     installed = store.get(args.model)
@@ -135,8 +135,8 @@ def main() -> None:
         return reference(chunk) if side.startswith("reference") else ours(side, chunk)
 
     def ours(precision: str, chunk: list[Path]) -> list[set[str]]:
-        results = tag_photos(chunk, taggers[precision], Selection(), batch_size=args.batch)
-        return [{t.name for t in r.tags} for r in results]
+        results = tag_run(chunk, taggers[precision], None, TagOptions(dry_run=True, batch_size=args.batch))
+        return [{t.name for t in r.scored or []} for r in results]
 
     # warm-up: one batch each (lazy session loading, first-run allocations)
     warm = files[:args.batch]

@@ -32,10 +32,10 @@ import numpy as np
 
 from ramcli import metadata
 from ramcli.errors import ImageError, RamcliError
-from ramcli.index import EMBED_DIM, Index
+from ramcli.index import EMBED_DIM, Index, PhotoRow
 from ramcli.models import store
 from ramcli.pipeline.events import Event
-from ramcli.pipeline.library import _one_line, keywords, storage_options
+from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, zh_names
 from ramcli.pipeline.photos import CUSTOM_FAMILIES
 from ramcli.runtime.engine import Engine, EngineOptions
 from ramcli.runtime.images import load_input
@@ -67,19 +67,29 @@ class Rescore:
     holds images scored, re-encoded, photos updated and errors at the end."""
 
     def __init__(self, index: Index, changed: list[CustomTag], removed: list[int], opts: RescoreOptions,
-                 removed_builtin: list[str] | None = None) -> None:
+                 removed_builtin: list[str] | None = None, *, close: Callable[[], None] = lambda: None) -> None:
         """``removed``: custom tag indices (< 0), dropped for every model; ``removed_builtin``: built-in
-        tag names, dropped for the RAM/RAM++ models only (Tag2Text's list is another vocabulary)."""
+        tag names, dropped for the RAM/RAM++ models only (Tag2Text's list is another vocabulary);
+        ``close``: called once iterating the run ends, however it ends (the front door closes the index)."""
+        self.close = close
+        self.defined: list[CustomTag] = list(changed)
         self.index = index
         self.changed = changed
         self.removed = removed
         self.removed_builtin = removed_builtin or []
         # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
         self.opts = replace(opts, write_options=replace(opts.write_options, ancestry=custom.ancestry(index)))
+        self.sync = KeywordSync(self.opts.write_options)
         self.counts: Counter[str] = Counter()
         self._zh_cache: dict[str, dict[int, str]] = {}
         self.on_total: Callable[[int], None] = lambda _n: None
         self.on_image: Callable[[], None] = lambda: None
+
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            yield from self.events()
+        finally:
+            self.close()
 
     def models(self) -> list[store.InstalledModel]:
         installed = [store.get(name) for name, _ in self.index.models() if store.is_installed(name)]
@@ -179,7 +189,7 @@ class Rescore:
                     written, touched = self._write(Path(row.path), names, row) if self.opts.write else \
                         (row.written, False)
                 except (ImageError, OSError) as err:
-                    events.append(Event(Path(row.path), "error", error=_one_line(err, Path(row.path))))
+                    events.append(Event(Path(row.path), "error", error=one_line(err, Path(row.path))))
                     continue
                 photo_updates.append((row, written))
                 if changed or touched:
@@ -222,22 +232,15 @@ class Rescore:
         """Tag index -> Chinese name: the model's (when installed) and the custom tags' ``--zh``."""
         if model not in self._zh_cache:
             names = store.get(model).tag_names_zh if store.is_installed(model) else None
-            out = {i: z.strip() for i, z in enumerate(names or []) if z and z.strip()}
-            out.update({t.tag_index: t.name_zh.strip() for t in custom.load(self.index) if t.name_zh and
-                        t.name_zh.strip()})
-            self._zh_cache[model] = out
+            self._zh_cache[model] = zh_names([*enumerate(names or []),
+                                              *((t.tag_index, t.name_zh) for t in custom.load(self.index))])
         return self._zh_cache[model]
 
-    def _write(self, path: Path, names: list[str], row: object) -> tuple[list[str], bool]:
-        """(the keywords of ours the file now carries, whether the file was rewritten)."""
-        from ramcli.index import PhotoRow
-
-        assert isinstance(row, PhotoRow)
-        if not row.storage:  # indexed with --no-write: ramcli does not own this file's keywords
-            return row.written, False
-        result = metadata.write_keywords(path, names, row.written, storage_options(row.storage,
-                                                                                   self.opts.write_options))
-        return [k for k in names if k in row.written or k in result.added], result.changed
+    def _write(self, path: Path, names: list[str], row: PhotoRow) -> tuple[list[str], bool]:
+        """(the keywords of ours the file now carries, whether the file was rewritten): the keyword-sync
+        stage, writing where the index says this photo's keywords are."""
+        done = self.sync.sync(path, names, row, where_recorded=True)
+        return done.written, done.changed
 
     def _drop_removed(self, ram_models: list[str]) -> Iterator[Event]:
         """Rows and keywords of removed tags; custom ones also for models no longer installed."""
@@ -259,7 +262,7 @@ class Rescore:
                     written = self._write(Path(row.path), names, row)[0] if self.opts.write else row.written
                 except (ImageError, OSError) as err:
                     self.counts["error"] += 1
-                    yield Event(Path(row.path), "error", error=_one_line(err, Path(row.path)))
+                    yield Event(Path(row.path), "error", error=one_line(err, Path(row.path)))
                     continue
                 updates.append((row, written, names))
             with self.index.transaction():
@@ -270,11 +273,3 @@ class Rescore:
             for row, _, names in updates:
                 self.counts["updated"] += 1
                 yield Event(Path(row.path), "retagged", tags=names)
-
-
-def require_encoder() -> store.InstalledModel:
-    enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
-    if enc is None:
-        raise RamcliError("custom tags need the CLIP text encoder, which is not installed",
-                          hint="run `ramcli models pull clip_vit_b16_text` (or `ramcli models import FILE`)")
-    return enc

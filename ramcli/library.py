@@ -1,0 +1,163 @@
+"""The front door: ``Library(index=...)`` — tag, untag, search and grow the vocabulary from a script.
+
+The CLI is parsing plus one event renderer over this class (sqlite-utils' rule: a command body is
+one typed library call), so a script gets exactly what `ramcli` does::
+
+    from ramcli import Library
+
+    lib = Library("photos.db")
+    run = lib.tag(["~/Photos"])
+    for event in run:  # one Event per photo: tagged, unchanged, moved, error, ...
+        print(event.status, event.path, event.tags)
+    hits = lib.search("red bicycle")
+
+Long work (``tag``, ``untag``, ``add_tag``) returns a run to iterate: each step is saved as it
+happens, so stopping the iteration early (or Ctrl-C) loses nothing that was done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ramcli.index import Index
+    from ramcli.models.store import InstalledModel
+    from ramcli.pipeline.rescore import Rescore
+    from ramcli.pipeline.run import Run, TagOptions, Untag
+    from ramcli.runtime.engine import EngineOptions
+    from ramcli.search.ranking import Hit, SearchOptions
+    from ramcli.vocab.custom import CustomTag
+
+Report = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+class Library:
+    """A photo library: its index file, and the model and engine that tag it.
+
+    ``index``: the SQLite index (default: ``RAMCLI_INDEX`` or one per user); ``model``: the model to
+    tag with (default: RAM++; pulled once when ``download``); ``engine``: device, threads, precision,
+    JPEG decoding; ``report``: where progress notes go (the CLI prints them dimmed).
+    """
+
+    def __init__(self, index: str | Path | None = None, *, model: str | None = None,
+                 engine: EngineOptions | None = None, download: bool = True, report: Report = _quiet) -> None:
+        from ramcli.config import index_path
+
+        self.index_path = Path(index).expanduser() if index is not None else index_path()
+        self.model_name = model
+        self.engine = engine
+        self.download = download
+        self.report = report
+
+    # ---- the model
+    @cached_property
+    def model(self) -> InstalledModel:
+        """The installed model runs use (downloaded and converted first when allowed)."""
+        from ramcli.pipeline.photos import resolve_model
+
+        return resolve_model(self.model_name, download=self.download, report=self.report)
+
+    def tagger(self, *, batch_size: int = 4, caption_tags: list[str] | None = None) -> Any:
+        """The model's tagger with this library's custom tags (Tag2Text: guided by ``caption_tags``)."""
+        from ramcli.pipeline.photos import open_tagger
+        from ramcli.runtime.engine import EngineOptions
+
+        return open_tagger(self.model, self.engine or EngineOptions(), self.index_path, caption_tags, batch_size)
+
+    def open_index(self, *, writer: bool = False, must_exist: bool = True) -> Index:
+        """The index; ``must_exist``: a library with no index yet is one clear error, not an empty one."""
+        from ramcli.errors import RamcliError
+        from ramcli.index import open_index
+
+        if must_exist and not self.index_path.is_file():
+            raise RamcliError("there is no index yet", path=self.index_path, hint="run `ramcli tag ~/Photos` first")
+        return open_index(self.index_path, writer=writer)
+
+    # ---- tagging
+    def tag(self, paths: Iterable[str | Path], options: TagOptions | None = None, *,
+            caption_tags: list[str] | None = None, tagger: Any = None) -> Run:
+        """Tag photos and folders: keywords into the files and rows into the index, incrementally.
+
+        With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
+        writing): the events carry every chosen tag with its score. ``tagger``: one already open
+        (the CLI opens it first to say which device it runs on)."""
+        from ramcli.pipeline.run import TagOptions, tag_run
+
+        opts = options or TagOptions()
+        roots = [Path(p).expanduser() for p in paths]
+        tagger = tagger or self.tagger(batch_size=opts.batch_size, caption_tags=caption_tags)
+        if opts.dry_run:
+            return tag_run(roots, tagger, None, opts)
+        ix = self.open_index(writer=True, must_exist=False)
+        return tag_run(roots, tagger, ix, opts, close=ix.close)
+
+    def untag(self, paths: Iterable[str | Path], *, write: bool = True) -> Untag:
+        """Remove exactly what ramcli wrote from the files under ``paths`` and forget them in the index."""
+        from ramcli.metadata import WriteOptions
+        from ramcli.pipeline.run import Untag
+
+        ix = self.open_index(writer=True, must_exist=False)
+        try:
+            return Untag([Path(p).expanduser() for p in paths], ix, WriteOptions(), write=write, close=ix.close)
+        except BaseException:
+            ix.close()
+            raise
+
+    # ---- searching
+    def search(self, query: str | None = None, options: SearchOptions | None = None, *,
+               like: str | Path | None = None, model: str | None = None) -> list[Hit]:
+        """Photos by what is in them: tag names or any text (open-set), or ``like`` a photo."""
+        from ramcli.search.ranking import SearchOptions, like_embedding, open_searcher
+
+        opts = options or SearchOptions()
+        ix = self.open_index()
+        try:
+            searcher = open_searcher(ix, model)
+            if like is not None:
+                return searcher.like(like_embedding(searcher, Path(like)), opts)
+            return searcher.search(query or "", opts)
+        finally:
+            ix.close()
+
+    # ---- the vocabulary
+    def add_tag(self, name: str | None, descriptions: Sequence[str] = (), *, descriptions_file: Path | None = None,
+                threshold: float | None = None, zh: str | None = None, parent: str | None = None,
+                write: bool = True) -> Rescore:
+        """Define (or redefine) custom tags and return the run that applies them to every indexed photo
+        from stored embeddings; iterate it to apply (``.defined`` lists the tags)."""
+        from ramcli.vocab import tagops
+
+        ix = self.open_index(writer=True, must_exist=False)
+        try:
+            tags = tagops.define(ix, tagops.specs(name, list(descriptions), descriptions_file, threshold, zh, parent),
+                                 self.report)
+            run = self.rescore(ix, tags, [], write=write)
+        except BaseException:
+            ix.close()
+            raise
+        run.defined = tags
+        return run
+
+    def rescore(self, ix: Index, changed: list[CustomTag], removed: list[int], *, write: bool = True,
+                removed_builtin: list[str] | None = None) -> Rescore:
+        """The re-scoring run over ``ix`` (which it closes when done) for changed and removed tags."""
+        from ramcli.pipeline.rescore import Rescore, RescoreOptions
+
+        return Rescore(ix, changed, removed, RescoreOptions(write=write), removed_builtin, close=ix.close)
+
+    def tags(self, *, custom_only: bool = False, model: str | None = None) -> list[dict[str, Any]]:
+        """Tags with thresholds and how many photos carry each: yours and (unless ``custom_only``) the model's."""
+        from ramcli.vocab import tagops
+
+        ix = self.open_index()
+        try:
+            return tagops.listing(ix, None if custom_only else tagops.main_model(ix, model), custom_only=custom_only)
+        finally:
+            ix.close()

@@ -1,0 +1,77 @@
+"""Infer stage: prepared photos -> batches through a model family's tagger -> tags (and captions).
+
+Photos that need no inference (decode errors, images already in the index) pass straight on as
+groups of one, so the sink sees them at once; decoded ones go in batches of ``batch_size``, and a
+batch reaches the sink as one group (one index transaction).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ramcli.errors import ImageError
+from ramcli.pipeline.clock import NO_CLOCK, Clock
+from ramcli.pipeline.prepare import Prepared
+from ramcli.runtime.tagging import Selection, Tag
+
+
+@dataclass
+class Inferred:
+    """One photo of a batch, after the model."""
+
+    prepared: Prepared
+    embeds: np.ndarray  # (N, 512): this photo's image tokens, token 0 its CLS embedding
+    tags: list[Tag]
+    caption: str | None
+
+
+Item = Prepared | ImageError | Inferred
+
+
+class Infer:
+    """The infer stage: ``stage(items)`` yields groups — a lone pass-through item, or one inferred batch."""
+
+    def __init__(self, tagger: Any, selection: Selection | None = None, *, batch_size: int = 4,
+                 clock: Clock = NO_CLOCK) -> None:
+        self.tagger = tagger
+        self.selection = selection or Selection()
+        self.batch_size = batch_size
+        self.clock = clock
+
+    def __call__(self, items: Iterable[Prepared | ImageError]) -> Iterator[list[Item]]:
+        batch: list[Prepared] = []
+        for item in items:
+            if isinstance(item, ImageError) or item.pixels is None:
+                yield [item]
+                continue
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield self.run(batch)
+                batch = []
+        if batch:
+            yield self.run(batch)
+
+    def run(self, batch: list[Prepared]) -> list[Item]:
+        """One batch through the model. Timed as bench reports it: where a batch's images run side by
+        side (engine.for_batches), encoder and head are one "inference" stage."""
+        x = np.stack([p.pixels for p in batch])  # type: ignore[misc]
+        tagger, clock = self.tagger, self.clock
+        if clock.timing and not (tagger.engine.side_by_side > 1 and len(x) > 1):
+            with clock("encoder"):
+                embeds = tagger.engine.encode(x)
+            with clock("head"):
+                logits = tagger.logits(embeds)
+        else:
+            with clock("inference"):
+                embeds, logits = tagger.infer(x)
+        with clock("head"):
+            tags = [tagger.tags(row, self.selection) for row in logits]
+        t = time.perf_counter()
+        captions = tagger.captions(embeds, logits)
+        clock.add("caption" if any(c is not None for c in captions) else "head", time.perf_counter() - t)
+        return [Inferred(p, embeds[i], tags[i], captions[i]) for i, p in enumerate(batch)]

@@ -1,0 +1,161 @@
+"""The pipeline: source -> prepare -> infer -> sink, run as a stream of :class:`Event`s.
+
+beets' ``ImportSession.run`` is the model: a run is a list of stages, and what differs between
+`ramcli tag`, `tag --dry-run` and `bench` is the last one (see ``sinks``), not the loop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ramcli import metadata
+from ramcli.errors import ImageError
+from ramcli.pipeline import sources
+from ramcli.pipeline.clock import NO_CLOCK, Clock
+from ramcli.pipeline.events import Event
+from ramcli.pipeline.infer import Infer
+from ramcli.pipeline.keywords import KeywordSync, one_line
+from ramcli.pipeline.prepare import Pool, Prepare
+from ramcli.pipeline.sinks import ReportSink, Sink, WriteSink
+from ramcli.runtime.tagging import Selection
+
+if TYPE_CHECKING:
+    from ramcli.index import Index
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """Everything `ramcli tag` can be told, besides the model and the engine."""
+
+    dry_run: bool = False  # the report sink: show tags, write nothing anywhere
+    write: bool = True  # False (--no-write): index only
+    store_tokens: bool = True  # the 145x512 token matrix, float16
+    prune: bool = True
+    batch_size: int = 4
+    workers: int = 0  # 0: one per core
+    exclude: tuple[str, ...] = ()
+    selection: Selection = field(default_factory=Selection)
+    write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
+    lang: str = "en"  # keywords: en | zh | both (RAM/RAM++ have Chinese names)
+    overwrite_description: bool = False  # Tag2Text: replace a description the user wrote
+
+
+class Run:
+    """One pass of the pipeline. Iterate it (or :meth:`events`); :attr:`counts` holds the statuses at the end.
+
+    The source runs first (``on_total`` then gets the number of paths), then prepared photos stream
+    through inference into the sink; ``close`` runs once the stream ends, however it ends.
+    """
+
+    def __init__(self, source: Callable[[], sources.Sourced], prepare: Prepare, infer: Infer, sink: Sink, *,
+                 close: Callable[[], None] = lambda: None) -> None:
+        self.source = source
+        self.prepare = prepare
+        self.infer = infer
+        self.sink = sink
+        self.close = close
+        self.counts: Counter[str] = Counter()
+        self.on_total: Callable[[int], None] = lambda _n: None
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("error", 0)
+
+    def events(self) -> Iterator[Event]:
+        try:
+            found = self.source()
+            self.on_total(found.total)
+            self.sink.begin()
+            try:
+                for ev in found.early:
+                    yield self._count(self.sink.early(ev))
+                for group in self.infer(self.prepare(found.todo)):
+                    for ev in self.sink.consume(group):
+                        yield self._count(ev)
+                for ev in self.sink.finish():
+                    yield self._count(ev)
+            finally:
+                self.sink.end(dict(self.counts))
+        finally:
+            self.close()
+
+    def _count(self, ev: Event) -> Event:
+        self.counts[ev.status] += 1
+        return ev
+
+
+def known_hashes(index: Index, model: str) -> Callable[[], frozenset[str]]:
+    """The images already indexed for ``model``, read only when some photo needs preparing."""
+    return lambda: frozenset(r["hash"] for r in index.db.query("select hash from images where model = ?", [model]))
+
+
+def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOptions, *,
+            close: Callable[[], None] = lambda: None, clock: Clock = NO_CLOCK, pool: Pool | None = None) -> Run:
+    """`ramcli tag` over ``paths``: into ``index`` and the files, or, with ``opts.dry_run``, a report only.
+
+    ``pool``: how photos are prepared (default: worker processes for a library run, threads for a
+    dry run; ``bench`` prepares inline so each stage has its own clock)."""
+    roots = [Path(p).absolute() for p in paths]
+    pre = tagger.engine.preprocess
+    infer = Infer(tagger, opts.selection, batch_size=opts.batch_size, clock=clock)
+    ahead = opts.batch_size * 2
+    if opts.dry_run or index is None:
+        return Run(lambda: sources.scan(paths, opts.exclude), Prepare(pre, pool=pool or "threads", ahead=ahead,
+                                                                       clock=clock),
+                   infer, ReportSink(tagger, opts.lang), close=close)
+    from ramcli.vocab import custom
+
+    model = tagger.engine.model.name
+    # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
+    wopts = replace(opts.write_options, ancestry=custom.ancestry(index))
+    sync = KeywordSync(wopts, write=opts.write, overwrite_description=opts.overwrite_description)
+    sink = WriteSink(index, tagger, sync, lang=opts.lang, store_tokens=opts.store_tokens,
+                     prune_under=roots if opts.prune else None, roots=roots, clock=clock)
+    prepare = Prepare(pre, known=known_hashes(index, model), pool=pool or "processes", workers=opts.workers,
+                      ahead=ahead, clock=clock)
+    return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model), prepare, infer, sink, close=close)
+
+
+class Untag:
+    """`ramcli untag`: remove exactly what ramcli wrote (keywords, caption) from the files under ``paths``,
+    then forget those photos in the index, one photo at a time (an interruption loses nothing)."""
+
+    def __init__(self, paths: Sequence[Path], index: Index, options: metadata.WriteOptions, *,
+                 write: bool = True, close: Callable[[], None] = lambda: None) -> None:
+        self.index = index
+        self.rows = list(index.photos_under([Path(r).absolute() for r in paths]))
+        self.sync = KeywordSync(options, write=write)
+        self.close = close
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def events(self) -> Iterator[Event]:
+        try:
+            for row in self.rows:
+                path = Path(row.path)
+                try:
+                    self.sync.remove(row)
+                except (ImageError, OSError) as err:
+                    self.counts["error"] += 1
+                    yield Event(path, "error", error=one_line(err, path))
+                    continue
+                with self.index.transaction():
+                    self.index.delete_photo(row.path)
+                    self.index.prune_images()
+                self.counts["untagged"] += 1
+                yield Event(path, "untagged", tags=row.written)
+        finally:
+            self.close()

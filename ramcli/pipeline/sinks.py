@@ -1,0 +1,195 @@
+"""Sink stage: where a run's results go. One pipeline, another last stage (beets' pretend mode):
+
+* :class:`WriteSink` (`ramcli tag`, and `bench` on copies): keywords into each photo or its sidecar
+  through the keyword-sync stage, then the batch's index rows in one SQLite transaction. Files are
+  written before their rows; a kill between the two leaves a file whose next write is a no-op
+  (writes are idempotent), so at most the batch in flight is redone.
+* :class:`ReportSink` (`--dry-run`): the tags with their scores, nothing written anywhere.
+
+A sink takes the groups the infer stage yields and turns them into :class:`Event`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ramcli.errors import ImageError
+from ramcli.pipeline.clock import NO_CLOCK, Clock
+from ramcli.pipeline.events import Event
+from ramcli.pipeline.infer import Inferred, Item
+from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, vocab_zh
+from ramcli.pipeline.prepare import Prepared
+
+if TYPE_CHECKING:
+    from ramcli.index import Index, PhotoRow
+
+
+class Sink(Protocol):
+    def begin(self) -> None: ...
+
+    def early(self, event: Event) -> Event: ...
+
+    def consume(self, group: list[Item]) -> Iterator[Event]: ...
+
+    def finish(self) -> Iterator[Event]: ...
+
+    def end(self, counts: dict[str, int]) -> None: ...
+
+
+class _Names:
+    """Keywords for a tagger's tags in the run's language (the one ``--lang`` lookup)."""
+
+    def __init__(self, tagger: Any, lang: str) -> None:
+        self.zh = vocab_zh(tagger.vocab) if lang != "en" else {}
+        self.lang = lang
+
+    def __call__(self, tags: Sequence[tuple[int, str]]) -> list[str]:
+        return keywords(tags, self.zh, self.lang)
+
+
+class ReportSink:
+    """`--dry-run`: every photo's tags and scores as events; writes nothing anywhere."""
+
+    def __init__(self, tagger: Any, lang: str = "en") -> None:
+        self.model = tagger.engine.model.name
+        self.names = _Names(tagger, lang)
+
+    def begin(self) -> None:
+        pass
+
+    def early(self, event: Event) -> Event:
+        if event.status == "error":
+            event.model = self.model
+        return event
+
+    def consume(self, group: list[Item]) -> Iterator[Event]:
+        for item in group:
+            if isinstance(item, ImageError):
+                yield Event(Path(item.path or ""), "error", error=str(item), model=self.model)
+            elif isinstance(item, Inferred):
+                # one label per tag, in --lang: "dog", "狗" or "dog 狗"
+                labels = [" ".join(self.names([(t.index, t.name)])) for t in item.tags]
+                yield Event(item.prepared.path, "tagged", tags=labels, caption=item.caption, scored=item.tags,
+                            model=self.model)
+
+    def finish(self) -> Iterator[Event]:
+        return iter(())
+
+    def end(self, counts: dict[str, int]) -> None:
+        pass
+
+
+class WriteSink:
+    """Keywords into the files (keyword-sync stage), rows into the index; a run record around it all.
+
+    A known hash at a new path is a move (the old path is gone) or a copy: its stored tags are
+    written into it without inference. A known hash at the same path with a new stat is a metadata
+    edit by someone else: only the stat is recorded, the user's keywords are left alone.
+    """
+
+    def __init__(self, index: Index, tagger: Any, sync: KeywordSync, *, lang: str = "en", store_tokens: bool = True,
+                 prune_under: list[Path] | None = None, roots: Sequence[Path] = (), clock: Clock = NO_CLOCK) -> None:
+        self.index = index
+        self.tagger = tagger
+        self.sync = sync
+        self.names = _Names(tagger, lang)
+        self.model = tagger.engine.model.name
+        self.store_tokens = store_tokens and tagger.clip_space  # Tag2Text's Swin-B tokens serve no search
+        self.prune_under = prune_under
+        self.roots = [str(r) for r in roots]
+        self.clock = clock
+        self._run_id: int | None = None
+
+    def begin(self) -> None:
+        self._run_id = self.index.start_run(self.model, self.roots)
+
+    def end(self, counts: dict[str, int]) -> None:
+        if self._run_id is not None:
+            self.index.finish_run(self._run_id, counts)
+
+    def early(self, event: Event) -> Event:
+        return event
+
+    def consume(self, group: list[Item]) -> Iterator[Event]:
+        first = group[0]
+        if isinstance(first, ImageError):
+            yield Event(Path(first.path or ""), "error", error=str(first))
+        elif isinstance(first, Prepared):
+            yield self._known_image(first)
+        else:
+            yield from self._batch([g for g in group if isinstance(g, Inferred)])
+
+    def _record_photo(self, path: Path, digest: str, written: list[str], storage: str,
+                      caption: str | None = None) -> None:
+        from ramcli.index import PhotoRow
+
+        st = path.stat()  # after our write: this is the state that means "unchanged" next time
+        self.index.put_photo(PhotoRow(str(path), digest, st.st_size, st.st_mtime_ns, written, storage, self.model,
+                                      caption))
+
+    def _known_image(self, p: Prepared) -> Event:
+        """The pixels are in the index already: a metadata edit, a move, or a copy."""
+        path = p.path
+        assert p.hash is not None
+        row = self.index.photo(str(path))
+        try:
+            if row is not None and row.hash == p.hash:
+                with self.index.transaction():  # someone else edited the metadata: keep their keywords
+                    self._record_photo(path, p.hash, row.written, row.storage, row.written_caption)
+                return Event(path, "updated")
+            others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
+            gone = [o for o in others if not Path(o).exists()]
+            tags = self.names([(i, name) for i, name, _ in self.index.tags_of(p.hash, self.model)])
+            caption = self.index.caption_of(p.hash, self.model)
+            origin = self.index.photo(gone[0]) if gone else None  # the keywords we wrote travel with the file
+            done = self.sync.sync(path, tags, origin if origin is not None else row, caption)
+            with self.index.transaction():
+                for old in gone:
+                    self.index.delete_photo(old)
+                self._record_photo(path, p.hash, done.written, done.storage, done.caption)
+            return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None,
+                         caption=caption)
+        except (ImageError, OSError) as err:
+            return Event(path, "error", error=one_line(err, path))
+
+    def _batch(self, batch: list[Inferred]) -> Iterator[Event]:
+        from ramcli.index import ImageRecord
+
+        records: list[tuple[Inferred, PhotoRow | None, Any]] = []
+        events: list[Event] = []
+        with self.clock("metadata"):
+            for item in batch:
+                path = item.prepared.path
+                names = self.names([(t.index, t.name) for t in item.tags])
+                try:
+                    done = self.sync.sync(path, names, self.index.photo(str(path)), item.caption)
+                except (ImageError, OSError) as err:
+                    events.append(Event(path, "error", error=one_line(err, path)))
+                    continue
+                records.append((item, None, done))
+                events.append(Event(path, "tagged", tags=names, caption=item.caption))
+        clip = self.tagger.clip_space
+        with self.clock("index"), self.index.transaction():
+            for item, _, done in records:
+                p = item.prepared
+                assert p.hash is not None
+                self.index.put_image(ImageRecord(
+                    p.hash, self.model, p.width, p.height, p.taken_at, item.embeds[0] if clip else None,
+                    item.embeds if self.store_tokens else None, [(t.index, t.name, t.score) for t in item.tags],
+                    item.caption))
+                self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
+        yield from events
+
+    def finish(self) -> Iterator[Event]:
+        """Forget indexed photos under the run's folders that no longer exist (``--prune``)."""
+        if self.prune_under is None:
+            return
+        gone = [row.path for row in self.index.photos_under(self.prune_under) if not Path(row.path).exists()]
+        with self.index.transaction():
+            for path in gone:
+                self.index.delete_photo(path)
+            self.index.prune_images()
+        for path in gone:
+            yield Event(Path(path), "pruned")
