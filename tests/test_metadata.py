@@ -29,6 +29,7 @@ from ramcli.metadata import (
     read_caption,
     read_keywords,
     remove_keywords,
+    safefile,
     sidecar_path,
     storage_for,
     write_keywords,
@@ -565,7 +566,7 @@ def test_temp_left_by_a_killed_run_is_removed_by_the_next(tmp_path: Path, monkey
     not_ours = tmp_path / ".notes.ramcli-tmp"
     for f in (stale, running, not_ours):
         f.write_bytes(b"half a photo")
-    monkeypatch.setattr(metadata, "_SWEPT", set())
+    monkeypatch.setattr(safefile, "_SWEPT", set())
     write_keywords(photo, KW, [])
     assert not stale.exists()
     assert running.exists() and not_ours.exists()

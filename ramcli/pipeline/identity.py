@@ -5,7 +5,8 @@ of a JPEG), so neither a file hash nor (size, mtime) can tell "same picture, new
 "new picture". The image hash can:
 
 * JPEG: the bytes from the first SOS marker to the end (entropy-coded data; metadata segments
-  all come before it) — no decoding needed.
+  all come before it) — no decoding needed. The segment walk is ``metadata.imagedata``'s, the one the
+  metadata writer checks its rewrites with, so both agree on where the picture starts.
 * PNG: the IHDR, PLTE and IDAT chunk payloads (metadata lives in other chunks).
 * anything else (TIFF, WebP, HEIC, GIF, ...): the decoded first frame's mode, size and pixels.
 """
@@ -19,48 +20,18 @@ from pathlib import Path
 from PIL import Image
 
 from ramcli.errors import ImageError, first_line
+from ramcli.metadata.imagedata import jpeg_scan_offset
 
 _CHUNK = 1 << 20
-# JPEG markers that stand alone, without a length field.
-_STANDALONE = {0x01, *range(0xD0, 0xD8)}
 
 
 def _hasher() -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=16)
 
 
-def _jpeg_scan_offset(f) -> int | None:
-    """Offset of the first SOS marker, walking the segment lengths; None if not a clean JPEG."""
-    if f.read(2) != b"\xff\xd8":
-        return None
-    while True:
-        byte = f.read(1)
-        if not byte:
-            return None
-        if byte != b"\xff":
-            return None
-        marker = f.read(1)
-        while marker == b"\xff":  # fill bytes
-            marker = f.read(1)
-        if not marker:
-            return None
-        m = marker[0]
-        if m == 0xDA:
-            return f.tell() - 2
-        if m in _STANDALONE:
-            continue
-        raw = f.read(2)
-        if len(raw) != 2:
-            return None
-        (length,) = struct.unpack(">H", raw)
-        if length < 2:
-            return None
-        f.seek(length - 2, 1)
-
-
 def _hash_jpeg(path: Path) -> str | None:
     with open(path, "rb") as f:
-        offset = _jpeg_scan_offset(f)
+        offset = jpeg_scan_offset(f)
         if offset is None:
             return None
         f.seek(offset)

@@ -1,0 +1,155 @@
+"""pyexiv2 (exiv2 0.28) I/O from bytes: read styles' values, rebuild a file with a plan applied.
+
+Files are handled in memory (``pyexiv2.ImageData``), never by path, so that the caller can check the
+rebuilt bytes before anything on disk changes. pyexiv2 collects exiv2 errors in one global buffer, so
+every call into it holds ``LOCK``, whatever the caller's threads. Warnings are silenced: exiv2 prints them
+to stdout, which would corrupt ``--json`` output; errors still raise.
+
+What each style stores is the style's business (``styles``); here live the rules of the families as
+exiv2 handles them: IPTC text needs its UTF-8 declaration (pyexiv2 does not set it; without it exiftool
+shows mojibake), 8-bit legacy IPTC is read but never rewritten, EXIF that cannot be decoded is left alone,
+and a WebP whose XMP became empty loses its XMP chunk (exiv2 would keep the old packet).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyexiv2
+
+from ramcli.errors import ImageError, first_line
+from ramcli.metadata.imagedata import webp_without_xmp
+from ramcli.metadata.styles import Style, as_list
+
+pyexiv2.set_log_level(3)
+LOCK = threading.Lock()
+UTF8 = "\x1b%G"  # IPTC CodedCharacterSet for UTF-8
+CHARSET = "Iptc.Envelope.CharacterSet"
+_MIME = {"image/jpeg": "jpeg", "image/tiff": "tiff", "image/png": "png", "image/webp": "webp"}
+_SIDECAR_MIME = "application/rdf+xml"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a file holds: entries per style read, its kind, and whether its IPTC may be rewritten."""
+
+    values: dict[Style, list[str]]  # a style that could not be read is absent (so never planned either)
+    kind: str  # "jpeg", "tiff", "png", "webp" or "sidecar"
+    iptc_writable: bool  # UTF-8 declared, or only ASCII so far
+
+
+def open_image(data: bytes, path: Path) -> pyexiv2.ImageData:
+    """exiv2's view of ``data``; hold ``LOCK`` and close it after use."""
+    if len(data) >= 2**31:
+        raise ImageError("too large to rewrite in memory (2 GB)", path=path, hint="use --sidecar")
+    try:
+        return pyexiv2.ImageData(data)
+    except RuntimeError as exc:
+        raise ImageError(f"unreadable metadata or not an image ({first_line(exc)})", path=path,
+                         hint="check the file; a damaged file is never written to") from None
+
+
+def read(data: bytes, path: Path, want: Callable[[str | None, str], Sequence[Style]]) -> Snapshot:
+    """The entries of the styles ``want(kind, mime)`` chooses; kind is None for a format ramcli neither
+    embeds into nor reads as a sidecar (read as a sidecar would be)."""
+    with LOCK:
+        img = open_image(data, path)
+        try:
+            mime = img.get_mime_type()
+            kind = "sidecar" if mime == _SIDECAR_MIME else _MIME.get(mime)
+            values, iptc_ok = _read_values(img, tuple(want(kind, mime)))
+        except (RuntimeError, UnicodeDecodeError) as exc:
+            raise ImageError(f"unreadable metadata ({first_line(exc)})", path=path) from None
+        finally:
+            img.close()
+    return Snapshot(values, kind or "sidecar", iptc_ok)
+
+
+def _read_values(img: pyexiv2.ImageData, styles: tuple[Style, ...]) -> tuple[dict[Style, list[str]], bool]:
+    """Entries per style (XMP, then IPTC, then EXIF), and whether IPTC may be written."""
+    values: dict[Style, list[str]] = {}
+    iptc_ok = True
+    xmp = img.read_xmp()
+    values.update({s: s.decode(xmp.get(s.key)) for s in styles if s.family == "xmp"})
+    if any(s.family == "iptc" for s in styles):
+        iptc, iptc_ok = _read_iptc(img)
+        values.update({s: s.decode(iptc.get(s.key)) for s in styles if s.family == "iptc"})
+    if any(s.family == "exif" for s in styles):
+        try:  # values are decoded from exiv2's numeric dump; latin-1 keeps odd 8-bit EXIF text from failing
+            exif = img.read_exif(encoding="latin-1")
+        except (UnicodeDecodeError, ValueError):  # odd-length UTF-16 XPKeywords: not ours to touch
+            exif = None
+        if exif is not None:
+            values.update({s: s.decode(exif.get(s.key)) for s in styles if s.family == "exif"})
+    return values, iptc_ok
+
+
+def _read_iptc(img: pyexiv2.ImageData) -> tuple[dict[str, object], bool]:
+    """IPTC, and whether it may be written (UTF-8 declared, or only ASCII so far)."""
+    try:
+        iptc = img.read_iptc()
+    except UnicodeDecodeError:  # legacy 8-bit IPTC
+        return img.read_iptc(encoding="latin-1"), False
+    ok = iptc.get(CHARSET) == UTF8 or all(
+        v.isascii() for v in (x for k, val in iptc.items() if k != CHARSET for x in as_list(val)))
+    return iptc, ok
+
+
+def changes(plan: Mapping[Style, list[str]], kind: str) -> dict[str, dict[str, object]]:
+    """What ``plan`` sets per family ("xmp", "iptc", "exif"; None deletes), in plan order.
+
+    IPTC gets its UTF-8 declaration when text is added to an embedded file. In a sidecar, exiv2 holds
+    IPTC and EXIF copies of dc:subject/dc:description in memory and turns them back into XMP when
+    writing, so those copies (``Style.sidecar_copies``) are set to the planned values there too.
+    """
+    out: dict[str, dict[str, object]] = {"xmp": {}, "iptc": {}, "exif": {}}
+    for s, entries in plan.items():
+        out[s.family][s.key] = s.encode(entries)
+    if kind != "sidecar" and any(v is not None for v in out["iptc"].values()):
+        out["iptc"] = {CHARSET: UTF8, **out["iptc"]}
+    if kind == "sidecar":
+        for s, entries in plan.items():
+            for key in s.sidecar_copies:
+                out["iptc" if key.startswith("Iptc.") else "exif"][key] = s.plain(entries)
+    return out
+
+
+def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
+            schema: Sequence[Style]) -> bytes | None:
+    """``data`` with ``plan`` applied; None for a sidecar left without any XMP.
+
+    ``schema``: every style ramcli knows, whose ``fix_packet`` corrects the XMP packet after writing
+    (pyexiv2 writes every array as rdf:Seq).
+    """
+    with LOCK:
+        img = open_image(data, path)
+        try:
+            todo = changes(plan, kind)
+            if todo["iptc"]:
+                img.modify_iptc(todo["iptc"])
+            if todo["exif"]:
+                img.modify_exif(todo["exif"])
+            emptied = False
+            if todo["xmp"]:
+                img.modify_xmp(todo["xmp"])
+                if not img.read_xmp():  # nothing left: exiv2 would keep the old packet (sidecar, WebP)
+                    if kind == "sidecar":
+                        return None
+                    emptied = kind == "webp"
+                packet = img.read_raw_xmp()
+                fixed = packet
+                for s in schema:
+                    fixed = s.fix_packet(fixed)
+                if fixed != packet:
+                    img.modify_raw_xmp(fixed)
+            out = img.get_bytes()
+            if emptied:
+                out = webp_without_xmp(out, path)
+        except RuntimeError as exc:
+            raise ImageError(f"exiv2 could not write the metadata ({first_line(exc)})", path=path) from None
+        finally:
+            img.close()
+    return out

@@ -1,0 +1,155 @@
+"""The picture inside a file, apart from its metadata: what a metadata write must never change.
+
+A write rebuilds the whole file, so before it replaces the photo ramcli checks that the picture is the
+same: a JPEG's tables and entropy-coded scan data byte-identical (metadata lives only in APPn/COM
+segments, all before the first SOS), every other format's decoded pixels identical (every frame).
+
+The JPEG segment walk is shared with ``ramcli.pipeline.identity``, whose image hash (the bytes from the
+first SOS on) must stay equal across metadata edits: one walker, so both agree on where the picture
+starts. It reports what it finds and lets each caller judge: the identity hash falls back to pixels on
+an odd segment, the write check refuses the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from ramcli.errors import ImageError, first_line
+
+SOI = b"\xff\xd8"
+SOS = 0xDA
+# JPEG markers that stand alone, without a length field (TEM, RST0-7).
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One JPEG marker before the picture data: where its 0xFF is and its length field."""
+
+    marker: int
+    start: int  # offset of the 0xFF right before the marker byte (after any fill bytes)
+    length: int | None  # the length field (counts itself, not the marker); None: standalone marker or SOS
+
+    @property
+    def end(self) -> int:
+        """Offset just past the segment (what the length field says; may lie past the end of the file)."""
+        return self.start + 2 + (self.length or 0)
+
+    @property
+    def metadata(self) -> bool:
+        """APPn (EXIF, XMP, ICC, ...) or COM: where metadata lives, never the picture."""
+        return 0xE0 <= self.marker <= 0xEF or self.marker == 0xFE
+
+
+def jpeg_segments(f: BinaryIO) -> Iterator[Segment]:
+    """The segments of a JPEG stream up to and including the first SOS, following the length fields.
+
+    Stops early, without an SOS, when the stream does not start with SOI, a byte where a marker should
+    be is not 0xFF, or the stream ends; the consumer tells a complete walk by the SOS segment. Length
+    fields are reported as found (even below 2): judging them is the consumer's business.
+    """
+    if f.read(2) != SOI:
+        return
+    while True:
+        byte = f.read(1)
+        if byte != b"\xff":
+            return
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker:
+            return
+        m, start = marker[0], f.tell() - 2
+        if m == SOS or m in _STANDALONE:
+            yield Segment(m, start, None)
+            if m == SOS:
+                return
+            continue
+        raw = f.read(2)
+        if len(raw) != 2:
+            return
+        segment = Segment(m, start, int.from_bytes(raw, "big"))
+        yield segment
+        f.seek(segment.end)
+
+
+def jpeg_scan_offset(f: BinaryIO) -> int | None:
+    """Offset of the first SOS marker; None when the walk meets anything but clean segments before it.
+
+    The image hash starts here (``ramcli.pipeline.identity``); a length field below 2 is not clean.
+    """
+    for segment in jpeg_segments(f):
+        if segment.marker == SOS:
+            return segment.start
+        if segment.length is not None and segment.length < 2:
+            return None
+    return None
+
+
+def jpeg_image_data(data: bytes, path: Path) -> bytes:
+    """A JPEG minus its metadata: every non-APPn/COM segment before the first SOS, and all bytes from it.
+
+    An SOS needs two bytes after it to count (a scan header at least); otherwise the file is refused
+    as truncated.
+    """
+    if data[:2] != SOI:
+        raise ImageError("not a JPEG file", path=path)
+    parts = []
+    for segment in jpeg_segments(io.BytesIO(data)):
+        if segment.start + 4 > len(data):
+            break
+        if segment.marker == SOS:
+            return b"".join([*parts, data[segment.start:]])
+        if segment.length is not None and not segment.metadata:
+            parts.append(data[segment.start:segment.end])
+    raise ImageError("corrupt or truncated JPEG (no image data found)", path=path, hint="check the file")
+
+
+def webp_without_xmp(data: bytes, path: Path) -> bytes:
+    """Drop a WebP's "XMP " chunk and its VP8X flag (exiv2 keeps the old chunk when XMP becomes empty)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ImageError("not a WebP file", path=path)
+    out, i = bytearray(data[:12]), 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4:i + 8], "little")
+        chunk = data[i:i + 8 + size + (size & 1)]
+        if chunk[:4] == b"VP8X":
+            chunk = chunk[:8] + bytes([chunk[8] & ~0x04]) + chunk[9:]
+        if chunk[:4] != b"XMP ":
+            out += chunk
+        i += len(chunk)
+    out[4:8] = (len(out) - 8).to_bytes(4, "little")
+    return bytes(out)
+
+
+def image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:
+    """What must not change: JPEG tables + scan bytes, else every frame's decoded pixels.
+
+    ``validate`` also decodes a JPEG (at 1/8 scale: cheap) so a truncated photo is refused, not rewritten.
+    """
+    h = hashlib.sha256()
+    if kind == "jpeg":
+        h.update(jpeg_image_data(data, path))
+        if not validate:
+            return h.hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if kind == "jpeg":
+                im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+                return h.hexdigest()
+            for frame in ImageSequence.Iterator(im):
+                frame.load()
+                h.update(f"{frame.mode}{frame.size}".encode())
+                h.update(frame.tobytes())
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image data cannot be decoded ({first_line(exc)})", path=path,
+                         hint="a damaged or truncated photo is never written to") from None
+    return h.hexdigest()

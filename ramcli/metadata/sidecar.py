@@ -1,0 +1,54 @@
+"""Where a photo's metadata is written: into the photo, or into an XMP sidecar beside it.
+
+Only the formats measured to keep pixels and foreign metadata intact are embedded into (JPEG, PNG, TIFF,
+WebP). HEIC/AVIF, camera RAW, anything else, read-only photos and ``--sidecar`` get an XMP sidecar,
+``photo.jpg.xmp`` by default (darktable, digiKam, Immich) or ``photo.xmp`` (Lightroom).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from ramcli.metadata.safefile import writable
+
+EMBED = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
+SidecarName = Literal["ext", "stem"]
+# exiv2 cannot write into an empty file; a new sidecar starts from this packet.
+EMPTY_PACKET = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+                b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n</x:xmpmeta>\n<?xpacket end="w"?>\n')
+
+
+def storage_for(path: Path, sidecar: bool) -> str:
+    """``"embed"`` or ``"sidecar"``.
+
+    Sidecar when asked (``sidecar``), for every extension outside ``EMBED`` (HEIC/HEIF/AVIF, camera RAW
+    such as .cr2 .cr3 .nef .arw .dng .orf .rw2 .raf, and anything unknown), and for read-only photos: a
+    photo or folder with no write bit for anyone counts as read-only even for root (``os.access`` always
+    says yes to root, but ``chmod a-w`` is the user saying "don't modify this").
+    """
+    path = Path(path)
+    if sidecar or path.suffix.lower() not in EMBED:
+        return "sidecar"
+    real = Path(os.path.realpath(path))  # a symlinked photo is rewritten where it really lives
+    return "embed" if writable(real) and writable(real.parent) else "sidecar"
+
+
+def sidecar_path(path: Path, naming: str) -> Path:
+    """``photo.jpg.xmp`` ("ext") or ``photo.xmp`` ("stem", Lightroom).
+
+    Always the chosen naming, even when the other one exists (keywords are read from both); one rule
+    is easier to predict than guessing which app owns an existing sidecar.
+    """
+    path = Path(path)
+    if naming == "stem":
+        return path.with_suffix(".xmp")
+    if naming != "ext":
+        raise ValueError(f"sidecar_name must be 'ext' or 'stem', not {naming!r}")
+    return path.with_name(path.name + ".xmp")
+
+
+def sidecar_paths(path: Path) -> list[Path]:
+    """Both namings, the default first: where a photo's sidecar may be found."""
+    return [sidecar_path(path, naming) for naming in ("ext", "stem")]
