@@ -32,6 +32,7 @@ from ramcli import metadata
 from ramcli.errors import ImageError
 from ramcli.index import ImageRecord, PhotoRow, open_index
 from ramcli.models import store
+from ramcli.models.families import family_of
 from ramcli.pipeline.photos import open_tagger
 from ramcli.runtime.engine import EngineOptions
 from ramcli.runtime.images import load_input
@@ -133,7 +134,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
                     logits = tagger.logits(embeds)
             with clock("head"):
                 tags = [tagger.tags(row, Selection()) for row in logits]
-            with clock("caption" if model.family == "tag2text" else "head"):
+            with clock(family_of(model).caption_stage):
                 captions = tagger.captions(embeds, logits)
             with clock("metadata"):
                 targets = [work / f"{i:05d}_{p.name}" for i, p in enumerate(copies, start)]
