@@ -441,7 +441,8 @@ def test_released_thresholds_rule() -> None:
 
 
 def test_runtime_modules_do_not_import_torch() -> None:
-    code = "import sys, ramcli.caption, ramcli.wordpiece, ramcli.beam_search; sys.exit('torch' in sys.modules)"
+    code = ("import sys, ramcli.runtime.caption, ramcli.runtime.wordpiece, ramcli.runtime.beam_search; "
+            "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
