@@ -85,3 +85,28 @@ def test_bound_path_keeps_descriptions_resident_and_gives_the_same_logits(tiny_m
     np.testing.assert_allclose(bound.logits(x[:1]), plain[:1], atol=1e-6)
     # one copy per group, reused by every later batch
     assert sorted(id(a) for a, _ in bound_engine._resident.values()) == sorted(id(g.embeds) for g in vocab.groups)
+
+
+def test_the_stored_graph_is_what_its_definition_builds() -> None:
+    """ramcli/runtime/reweight.onnx ships so that tagging need not import onnx; it must stay the
+    graph reweight.build() defines (if not: `python -m ramcli.runtime.reweight` writes it again)."""
+    import onnx
+
+    from ramcli.runtime import reweight
+
+    assert onnx.load_from_string(reweight.graph()) == onnx.load_from_string(reweight.build())
+    onnx.checker.check_model(onnx.load_from_string(reweight.graph()), full_check=True)
+
+
+def test_tagging_with_ram_plus_does_not_import_onnx(tiny_model) -> None:
+    """The weighting graph is read from the package: onnx (and torch) stay conversion-only."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from ramcli.models import store; from ramcli.pipeline.photos import open_tagger; "
+            f"m = store.get({tiny_model.name!r}); t = open_tagger(m); s = m.preprocess.image_size; "
+            "embeds, logits = t.infer(np.zeros((2, 3, s, s), np.float32)); assert t.engine.reweigher is not None; "
+            "print(logits.shape, sorted(n for n in ('onnx', 'torch') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split(")")[-1].strip() == "[]", out.stdout

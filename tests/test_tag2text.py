@@ -460,10 +460,10 @@ def test_graphs_keep_their_weights_in_external_data_files(tiny_t2t) -> None:
 # ---------------------------------------------------------------- import, pull and verify entry points
 
 def test_verify_dispatches_by_family(tiny_t2t) -> None:
-    """`ramcli models verify` calls export.verify for every family; for Tag2Text it re-runs the
+    """`ramcli models verify` calls converters.verify for every family; for Tag2Text it re-runs the
     captioning parity and reports the keys the CLI prints."""
     from conftest import run_cli
-    from ramcli.models.convert.export import verify
+    from ramcli.models.convert.converters import verify
 
     result = verify("tiny_tag2text")
     assert result["ok"] and result["caption_ids_equal"] and result["scores_max_abs"] < 1e-5

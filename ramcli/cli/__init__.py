@@ -801,7 +801,7 @@ def models_verify(
 
     Example: `ramcli models verify ram_plus_swin_large_14m --photos ~/Photos/2024`
     """
-    from ramcli.models.convert.export import verify
+    from ramcli.models.convert.converters import verify
 
     with _errors():
         result = verify(name)

@@ -179,7 +179,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     values, kind = snap.values, snap.kind
     foreign = _embedded_captions(path) if side and change is not None else []
     if not snap.iptc_writable:  # legacy 8-bit IPTC: read it, never rewrite it
-        for s in [s for s in values if s.family == "iptc"]:
+        for s in [s for s in values if s.block == "iptc"]:
             held = values.pop(s)
             if s in caption.styles:
                 foreign.append(held)

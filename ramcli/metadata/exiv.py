@@ -73,17 +73,17 @@ def _read_values(img: pyexiv2.ImageData, styles: tuple[Style, ...]) -> tuple[dic
     values: dict[Style, list[str]] = {}
     iptc_ok = True
     xmp = img.read_xmp()
-    values.update({s: s.decode(xmp.get(s.key)) for s in styles if s.family == "xmp"})
-    if any(s.family == "iptc" for s in styles):
+    values.update({s: s.decode(xmp.get(s.key)) for s in styles if s.block == "xmp"})
+    if any(s.block == "iptc" for s in styles):
         iptc, iptc_ok = _read_iptc(img)
-        values.update({s: s.decode(iptc.get(s.key)) for s in styles if s.family == "iptc"})
-    if any(s.family == "exif" for s in styles):
+        values.update({s: s.decode(iptc.get(s.key)) for s in styles if s.block == "iptc"})
+    if any(s.block == "exif" for s in styles):
         try:  # values are decoded from exiv2's numeric dump; latin-1 keeps odd 8-bit EXIF text from failing
             exif = img.read_exif(encoding="latin-1")
         except (UnicodeDecodeError, ValueError):  # odd-length UTF-16 XPKeywords: not ours to touch
             exif = None
         if exif is not None:
-            values.update({s: s.decode(exif.get(s.key)) for s in styles if s.family == "exif"})
+            values.update({s: s.decode(exif.get(s.key)) for s in styles if s.block == "exif"})
     return values, iptc_ok
 
 
@@ -99,7 +99,7 @@ def _read_iptc(img: pyexiv2.ImageData) -> tuple[dict[str, object], bool]:
 
 
 def changes(plan: Mapping[Style, list[str]], kind: str) -> dict[str, dict[str, object]]:
-    """What ``plan`` sets per family ("xmp", "iptc", "exif"; None deletes), in plan order.
+    """What ``plan`` sets per metadata block ("xmp", "iptc", "exif"; None deletes), in plan order.
 
     IPTC gets its UTF-8 declaration when text is added to an embedded file. In a sidecar, exiv2 holds
     IPTC and EXIF copies of dc:subject/dc:description in memory and turns them back into XMP when
@@ -107,7 +107,7 @@ def changes(plan: Mapping[Style, list[str]], kind: str) -> dict[str, dict[str, o
     """
     out: dict[str, dict[str, object]] = {"xmp": {}, "iptc": {}, "exif": {}}
     for s, entries in plan.items():
-        out[s.family][s.key] = s.encode(entries)
+        out[s.block][s.key] = s.encode(entries)
     if kind != "sidecar" and any(v is not None for v in out["iptc"].values()):
         out["iptc"] = {CHARSET: UTF8, **out["iptc"]}
     if kind == "sidecar":

@@ -41,7 +41,7 @@ from ramcli.metadata.text import blank, fold, holds, nfc
 Ancestry = Mapping[str, tuple[str, ...]]  # keyword -> its parents, outermost first
 
 Container = Literal["jpeg", "tiff", "png", "webp", "sidecar"]
-Family = Literal["xmp", "iptc", "exif"]
+Block = Literal["xmp", "iptc", "exif"]
 XDEFAULT = 'lang="x-default"'
 
 
@@ -63,7 +63,7 @@ class Style(ABC):
     # Keys exiv2 keeps as in-memory copies of this one in a sidecar (set to the same value when writing).
     sidecar_copies: tuple[str, ...] = ()
 
-    family: ClassVar[Family]
+    block: ClassVar[Block]
 
     @abstractmethod
     def decode(self, raw: object) -> list[str]:
@@ -131,7 +131,7 @@ class ListStyle(Style):
 class XmpSeq(ListStyle):
     """An XMP ordered array (``rdf:Seq``), as pyexiv2 writes every array."""
 
-    family: ClassVar[Family] = "xmp"
+    block: ClassVar[Block] = "xmp"
     array: ClassVar[str] = "Seq"
 
     def decode(self, raw: object) -> list[str]:
@@ -197,7 +197,7 @@ class IptcRepeated(ListStyle):
     """A repeated IPTC dataset (Keywords): one entry per keyword, each at most ``max_bytes`` of UTF-8."""
 
     max_bytes: int = 64
-    family: ClassVar[Family] = "iptc"
+    block: ClassVar[Block] = "iptc"
 
     def fits(self, keyword: str) -> bool:
         return len(keyword.encode()) <= self.max_bytes
@@ -214,7 +214,7 @@ class ExifUtf16List(ListStyle):
     """EXIF XPKeywords (Windows): one UTF-16LE text, ``;``-separated, NUL-terminated."""
 
     sep: ClassVar[str] = ";"
-    family: ClassVar[Family] = "exif"
+    block: ClassVar[Block] = "exif"
 
     def fits(self, keyword: str) -> bool:
         return self.sep not in keyword
@@ -258,7 +258,7 @@ class TextStyle(Style):
 class XmpLangAlt(TextStyle):
     """An XMP language alternative (dc:description): written as x-default, read x-default first."""
 
-    family: ClassVar[Family] = "xmp"
+    block: ClassVar[Block] = "xmp"
 
     def decode(self, raw: object) -> list[str]:
         if isinstance(raw, dict):
@@ -274,7 +274,7 @@ class XmpLangAlt(TextStyle):
 class ExifAscii(TextStyle):
     """An EXIF ASCII text (ImageDescription): text outside ASCII is left out (XMP holds it)."""
 
-    family: ClassVar[Family] = "exif"
+    block: ClassVar[Block] = "exif"
 
     def entry(self, text: str) -> str | None:
         return text if text.isascii() else None
@@ -298,7 +298,7 @@ class IptcText(TextStyle):
     """A single IPTC text dataset (Caption-Abstract), at most ``max_bytes`` of UTF-8."""
 
     max_bytes: int = 2000
-    family: ClassVar[Family] = "iptc"
+    block: ClassVar[Block] = "iptc"
 
     def entry(self, text: str) -> str | None:
         return text if len(text.encode()) <= self.max_bytes else None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ramcli import __version__
-from ramcli.config import Manifest, cache_dir, index_path, manifests, manifests_dir
+from ramcli.config import cache_dir, index_path, manifests, manifests_dir
 from ramcli.errors import UsageError
 from ramcli.models import store
 from ramcli.models.download import (
@@ -19,14 +19,9 @@ from ramcli.models.download import (
     fetch_tokenizer,
     human_bytes,
 )
+from ramcli.models.families import FAMILIES, ConvertInputs
 
 Report = Callable[[str], None]
-
-
-# What each family can do, for models imported under names the manifests do not know.
-FAMILY_CAPABILITIES = {"ram_plus": ["tags", "tags_zh", "open_set", "custom_tags", "search"],
-                       "ram": ["tags", "tags_zh", "custom_tags", "search"],
-                       "tag2text": ["tags", "captions"], "clip_text": ["text_embeddings", "search", "custom_tags"]}
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -45,13 +40,19 @@ def list_models() -> list[dict[str, Any]]:
         row = next((r for r in rows if r["name"] == name), None)
         if row is None:
             row = {"name": name, "family": inst.family, "title": "imported checkpoint", "default": False,
-                   "capabilities": inst.meta.get("capabilities") or FAMILY_CAPABILITIES.get(inst.family, []),
+                   "capabilities": inst.meta.get("capabilities") or _family_capabilities(inst.family),
                    "supported": True, "installed": True}
             rows.append(row)
         row["installed_size"] = human_bytes(inst.size_bytes())
         row["path"] = str(inst.path)
         row["num_tags"] = inst.meta.get("num_tags")
     return rows
+
+
+def _family_capabilities(name: str) -> list[str]:
+    """What a model of the family ``name`` can do, for imports under names the manifests do not know."""
+    family = FAMILIES.get(name)
+    return list(family.capabilities) if family is not None else []
 
 
 def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list_zh: Path | None = None,
@@ -64,14 +65,15 @@ def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list
     for a known Tag2Text name it is fetched (checksummed) like the tag files when not given.
     """
     from ramcli.models.convert.checkpoint import load_state_dict
-    from ramcli.models.convert.clip_text import import_clip_text, is_clip_state
-    from ramcli.models.convert.export import import_checkpoint
-    from ramcli.models.convert.tag2text import is_tag2text_state
+    from ramcli.models.convert.converters import converter_for, detect
 
     report(f"reading {checkpoint}")
     state = load_state_dict(checkpoint)
-    if is_clip_state(state):
-        return import_clip_text(checkpoint, name, state, source={"kind": "import"}, report=report)
+    family = detect(state)
+    converter = converter_for(family)
+    if not family.tags:  # a text encoder: no tag files
+        return converter.import_checkpoint(checkpoint, name, ConvertInputs(source={"kind": "import"}), state=state,
+                                           report=report)
     default_threshold = 0.68
     extra: dict[str, Path] = {}
     known = manifests().get(name)
@@ -84,39 +86,24 @@ def import_local(checkpoint: Path, name: str, *, tag_list: Path | None, tag_list
             tag_list_zh = tag_list_zh or files.get("tag_list_zh")
             thresholds = thresholds or files.get("thresholds")
             extra = bundled_files(files)
-    tag2text = is_tag2text_state(state)
+    asks_vocab = family.needs_vocab and vocab is None
     if tag_list is None:
         raise UsageError(f"{name!r} is not a known model, so its tag list is needed",
                          hint="pass --tag-list FILE (one tag per line, in the model's class order)"
-                              + (" and --vocab VOCAB.txt (bert-base-uncased's)" if tag2text and vocab is None else ""))
-    if tag2text:
-        return _import_tag2text(checkpoint, name, state, known, tag_list=tag_list, tag_list_zh=tag_list_zh,
-                                thresholds=thresholds, vocab=vocab, extra=extra, image_size=image_size,
-                                default_threshold=default_threshold, report=report)
-    return import_checkpoint(checkpoint, name, tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds,
-                             extra_files=extra, image_size=image_size, default_threshold=default_threshold,
-                             source={"kind": "import"}, report=report, state=state)
-
-
-def _import_tag2text(checkpoint: Path, name: str, state: Any, known: Manifest | None, *, tag_list: Path,
-                     tag_list_zh: Path | None, thresholds: Path | None, vocab: Path | None,
-                     extra: dict[str, Path], image_size: int | None, default_threshold: float,
-                     report: Report) -> store.InstalledModel:
-    """A Tag2Text checkpoint: its captioner needs the BERT vocabulary, which the file does not hold."""
-    from ramcli.models.convert.tag2text_export import import_tag2text
-
-    if tag_list_zh is not None:
-        raise UsageError("Tag2Text has no Chinese tag list", hint="leave out --tag-list-zh")
-    if vocab is None:
-        if known is None or known.family != "tag2text":
-            raise UsageError(f"{checkpoint} is a Tag2Text checkpoint, whose captioner needs a BERT vocabulary",
+                              + (" and --vocab VOCAB.txt (bert-base-uncased's)" if asks_vocab else ""))
+    if tag_list_zh is not None and "tags_zh" not in family.capabilities:
+        raise UsageError(f"{family.title} has no Chinese tag list", hint="leave out --tag-list-zh")
+    if asks_vocab:
+        if known is None or FAMILIES.get(known.family) is not family:
+            raise UsageError(f"{checkpoint} is a {family.title} checkpoint, whose captioner needs a BERT vocabulary",
                              hint="pass --vocab VOCAB.txt, e.g. bert-base-uncased's vocab.txt "
                                   "(huggingface.co/google-bert/bert-base-uncased)")
         vocab = fetch_tokenizer(known, report)
-    return import_tag2text(checkpoint, name, state, tag_list=tag_list, vocab=vocab, thresholds=thresholds,
+    inputs = ConvertInputs(tag_list=tag_list, tag_list_zh=tag_list_zh, thresholds=thresholds, vocab=vocab,
                            extra_files=extra, image_size=image_size, default_threshold=default_threshold,
                            delete_tag_index=caption_delete_tag_index(known) if known else None,
-                           source={"kind": "import"}, report=report)
+                           source={"kind": "import"})
+    return converter.import_checkpoint(checkpoint, name, inputs, state=state, report=report)
 
 
 def probe_provider(device: str = "auto") -> str:
@@ -131,6 +118,11 @@ def probe_provider(device: str = "auto") -> str:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     session = _session(model.SerializeToString(), EngineOptions(device=device))
     return session.get_providers()[0].removesuffix("ExecutionProvider")
+
+
+def _writes_few_tags_head(model: store.InstalledModel) -> bool:
+    family = FAMILIES.get(model.family)
+    return family is not None and family.few_tags_head
 
 
 def doctor_report() -> dict[str, Any]:
@@ -151,6 +143,6 @@ def doctor_report() -> dict[str, Any]:
         "models_installed": [m.name for m in store.installed()] or ["(none)"],
         # converted by an earlier ramcli, without the few-tags head: search re-ranking and add-tag
         # use the full head, ~10x slower for that work, until the model is pulled or imported again
-        "models_to_convert_again": [m.name for m in store.installed() if m.family in {"ram", "ram_plus"}
+        "models_to_convert_again": [m.name for m in store.installed() if _writes_few_tags_head(m)
                                     and not (m.path / store.HEAD_FEW).is_file()] or ["(none)"],
     }

@@ -20,6 +20,7 @@ from ramcli.config import Manifest, cache_dir, manifest
 from ramcli.errors import DownloadError, RamcliError, first_line
 from ramcli.hashing import sha256_file
 from ramcli.models import store
+from ramcli.models.families import FAMILIES, ConvertInputs, family_of
 
 Report = Callable[[str], None]
 # Fetched files that travel with a converted model unchanged, and their names there.
@@ -134,43 +135,30 @@ def caption_delete_tag_index(m: Manifest) -> list[int] | None:
     return [int(i) for i in value] if value is not None else None
 
 
-CONVERTIBLE = {"ram_plus", "ram", "clip_text", "tag2text"}
-
-
 def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
     """Download (or reuse) the weights and tag files of a known model, then convert it."""
     m = manifest(name)
-    if not m.supported or m.family not in CONVERTIBLE:
+    family = FAMILIES.get(m.family)
+    if not m.supported or family is None:
         raise RamcliError(f"model {name} ({m.title}) cannot be converted by this version of ramcli yet",
                           hint="use ram_plus_swin_large_14m, ram_swin_large_14m, tag2text_swin_14m "
                                "or clip_vit_b16_text")
     checkpoint = fetch_weights(m, report)
     files = fetch_tag_files(m, report)
-    if m.family == "tag2text":
+    if family.needs_vocab:
         files["vocab"] = fetch_tokenizer(m, report)
     return convert(m, checkpoint, files, report, source={"kind": "pull", **m.weights})
 
 
 def convert(m: Manifest, checkpoint: Path, files: dict[str, Path], report: Report,
             source: dict[str, object]) -> store.InstalledModel:
-    """Convert fetched files by the manifest's family; ``files``: tag files by key, plus
-    ``"vocab"`` (the tokenizer vocabulary) for Tag2Text."""
-    if m.family == "clip_text":
-        from ramcli.models.convert.checkpoint import load_state_dict
-        from ramcli.models.convert.clip_text import import_clip_text
+    """Convert fetched files with the converter of the manifest's family; ``files``: tag files by
+    key, plus ``"vocab"`` (the tokenizer vocabulary) for a family that needs one."""
+    from ramcli.models.convert.converters import import_checkpoint
 
-        return import_clip_text(checkpoint, m.name, load_state_dict(checkpoint), source=source, report=report)
-    if m.family == "tag2text":
-        from ramcli.models.convert.tag2text_export import import_tag2text
-
-        return import_tag2text(
-            checkpoint, m.name, tag_list=files["tag_list"], vocab=files["vocab"], thresholds=files.get("thresholds"),
-            extra_files=bundled_files(files), image_size=m.preprocess.get("image_size"),
-            default_threshold=m.default_threshold, delete_tag_index=caption_delete_tag_index(m), source=source,
-            report=report)
-    from ramcli.models.convert.export import import_checkpoint
-
-    return import_checkpoint(
-        checkpoint, m.name, tag_list=files["tag_list"], tag_list_zh=files.get("tag_list_zh"),
-        thresholds=files.get("thresholds"), extra_files=bundled_files(files), default_threshold=m.default_threshold,
-        image_size=m.preprocess.get("image_size"), source=source, report=report)
+    inputs = ConvertInputs(tag_list=files.get("tag_list"), tag_list_zh=files.get("tag_list_zh"),
+                           thresholds=files.get("thresholds"), vocab=files.get("vocab"),
+                           extra_files=bundled_files(files), image_size=m.preprocess.get("image_size"),
+                           default_threshold=m.default_threshold, delete_tag_index=caption_delete_tag_index(m),
+                           source=source)
+    return import_checkpoint(checkpoint, m.name, inputs, family=family_of(m), report=report)

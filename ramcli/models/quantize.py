@@ -32,6 +32,7 @@ import numpy as np
 
 from ramcli.errors import RamcliError
 from ramcli.models import store
+from ramcli.models.families import family_of
 from ramcli.runtime.engine import EngineOptions
 from ramcli.runtime.images import parity_images
 from ramcli.runtime.tagging import sigmoid
@@ -42,8 +43,8 @@ FP16 = "fp16"  # for CUDA: half the memory traffic, tensor cores; on a CPU onnxr
 
 
 def graphs(model: store.InstalledModel) -> list[Path]:
-    """The fp32 graphs that get variants: the image encoder and the tag head."""
-    return [model.path / name for name in store.QUANTIZED]
+    """The fp32 graphs that get variants: the image encoder and the tag head (the family says)."""
+    return [model.path / name for name in family_of(model).quantized_graphs]
 
 
 def has_precision(model: store.InstalledModel, precision: str) -> bool:
@@ -53,7 +54,7 @@ def has_precision(model: store.InstalledModel, precision: str) -> bool:
 def quantize(model: store.InstalledModel, precision: str = INT8,
              report: Callable[[str], None] = lambda _m: None) -> list[Path]:
     """Write the ``precision`` variant of each graph (atomically: a partial file, then a rename)."""
-    if model.family not in {"ram", "ram_plus", "tag2text"}:
+    if not family_of(model).quantized_graphs:
         raise RamcliError(f"model {model.name!r} ({model.family}) is not a tagging model", hint="nothing to quantise")
     if precision not in {INT8, FP16}:
         raise RamcliError(f"cannot make a {precision!r} version", hint=f"use {INT8} or {FP16}")
@@ -127,6 +128,7 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
             batch: int = 2) -> dict[str, Any]:
     """Run two taggers on their inputs (the same photos); how far ``low``'s tags are from ``ref``'s."""
     thresholds = model.thresholds
+    captions = family_of(model).captions
     shared = either = same = captions_same = reported = top_shared = 0
     worst = 0.0
     for i in range(0, len(ref_x), batch):
@@ -137,7 +139,7 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
         shared, either, same, reported = shared + a, either + b, same + c, reported + int(on_ref.sum())
         top_shared += top_overlap(s_ref, s_low, TOP_K)
         worst = max(worst, float(np.abs(s_ref - s_low).max()))
-        if model.family == "tag2text":
+        if captions:
             captions_same += sum(x == y for x, y in zip(ref.captions(e_ref, l_ref), low.captions(e_low, l_low),
                                                         strict=True))
     n = len(ref_x)
@@ -150,7 +152,7 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
         # thresholds aside: how much of each image's ranking survives (informative even when few tags fire)
         f"top{TOP_K}_overlap": round(top_shared / (n * min(TOP_K, len(thresholds))), 4) if n else None,
     }
-    if model.family == "tag2text":
+    if captions:
         result["identical_captions"] = round(captions_same / n, 4) if n else None
     return result
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ramcli.config import default_model_name
 from ramcli.errors import ModelNotFound
 from ramcli.models import store
+from ramcli.models.families import family_of
 from ramcli.runtime.engine import Engine, EngineOptions, for_batches
 from ramcli.runtime.tagging import Tagger
 from ramcli.runtime.vocabulary import Vocabulary
@@ -30,9 +31,6 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
     return pull(name, report)
 
 
-CUSTOM_FAMILIES = frozenset({"ram_plus", "ram"})  # tag heads queried with CLIP text embeddings
-
-
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
                 index_file: Path | None = None, caption_tags: list[str] | None = None,
                 batch_size: int = 1) -> Tagger:
@@ -41,13 +39,13 @@ def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
     ``batch_size``: the images per `Tagger.infer` call to come, which on the CPU run side by side
     (engine.for_batches)."""
     opts = opts or EngineOptions()
-    if model.family == "tag2text":
+    if family_of(model).captions:
         from ramcli.runtime.caption import CaptionTagger, Tag2Text
 
         return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
     opts = for_batches(opts, batch_size)
     vocab = Vocabulary.builtin(model)
-    if index_file is not None and index_file.exists() and model.family in CUSTOM_FAMILIES:
+    if index_file is not None and index_file.exists() and family_of(model).takes_custom_tags:
         from ramcli.index import open_index
         from ramcli.vocab import custom
 

@@ -34,9 +34,9 @@ from ramcli import metadata
 from ramcli.errors import ImageError, RamcliError
 from ramcli.index import EMBED_DIM, Index, PhotoRow
 from ramcli.models import store
+from ramcli.models.families import family_of
 from ramcli.pipeline.events import Event
 from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, zh_names
-from ramcli.pipeline.photos import CUSTOM_FAMILIES
 from ramcli.runtime.engine import Engine, EngineOptions
 from ramcli.runtime.images import load_input
 from ramcli.runtime.tagging import sigmoid
@@ -93,7 +93,7 @@ class Rescore:
 
     def models(self) -> list[store.InstalledModel]:
         installed = [store.get(name) for name, _ in self.index.models() if store.is_installed(name)]
-        return [m for m in installed if m.family in CUSTOM_FAMILIES]
+        return [m for m in installed if family_of(m).takes_custom_tags]
 
     def events(self) -> Iterator[Event]:
         models = self.models()

@@ -15,19 +15,29 @@ which is why it belongs on the device that runs the tag head:
   threads, 59 instead of 91 ms.
 
 The graph has no weights (the descriptions are an input, so the built-in tags and each group of
-custom tags share it), and is built here at run time rather than stored with each model, so
-models converted before it existed use it too. Standard operators only (opset 17).
+custom tags share it), and ships with ramcli (``reweight.onnx`` beside this module, 1 KB) rather
+than with each model, so models converted before it existed use it too. :func:`build` defines it
+with ``onnx.helper``; the stored file is what it builds (tests/test_reweight.py checks it), so
+tagging reads bytes and never imports onnx. After changing :func:`build`, write the file again
+with ``python -m ramcli.runtime.reweight``. Standard operators only (opset 17).
 """
 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 OUTPUT = "tag_embeds"
+STORED = Path(__file__).with_name("reweight.onnx")
 
 
 @cache
 def graph() -> bytes:
+    """The serialized model :func:`build` makes, as stored with ramcli."""
+    return STORED.read_bytes()
+
+
+def build() -> bytes:
     """The serialized model: tag_embeds[b, i] = sum_k softmax_k(scale * <cls_b/|cls_b|, d_ik>) d_ik.
 
     Inputs ``cls`` (B, C), ``descriptions`` (n, D, C) and ``scale`` (a scalar, the checkpoint's
@@ -67,3 +77,7 @@ def graph() -> bytes:
         [helper.make_tensor_value_info(OUTPUT, f, ["batch", "tags", "dim"])],
         [ints("at0", 0), ints("at2", 2), ints("at3", 3), ints("minus1", -1), ints("minus2", -2)])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+if __name__ == "__main__":  # write the stored graph again from its definition
+    STORED.write_bytes(build())

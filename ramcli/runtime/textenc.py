@@ -9,6 +9,7 @@ import numpy as np
 
 from ramcli.errors import ModelNotFound
 from ramcli.models import store
+from ramcli.models.families import FAMILIES
 from ramcli.runtime.clip_tokenizer import ClipTokenizer
 from ramcli.runtime.engine import EngineOptions, _session, in_background
 
@@ -26,7 +27,8 @@ class TextEncoder:
         """The session loads in the background while the tokenizer is built, then ``meanwhile``
         runs (search starts loading its re-rank head there: once the tokenizer is done, so that
         three loads do not share two cores)."""
-        if model.family != "clip_text":
+        family = FAMILIES.get(model.family)
+        if family is None or not family.text_encoder:
             raise ModelNotFound(f"model {model.name!r} is not a CLIP text encoder",
                                 hint=f"run `ramcli models pull {CLIP_MODEL}`")
         self.model = model

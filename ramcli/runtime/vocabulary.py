@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ramcli.models.families import family_of
 from ramcli.models.store import InstalledModel
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ class Vocabulary:
         per_tag = int(model.meta["descriptions_per_tag"])
         embeds = labels.reshape(model.num_tags, per_tag, labels.shape[-1])
         scale = model.meta.get("reweight_scale")
-        exp_scale = float(np.exp(np.float32(scale))) if model.family == "ram_plus" and scale is not None else None
+        weighted = family_of(model).weights_descriptions
+        exp_scale = float(np.exp(np.float32(scale))) if weighted and scale is not None else None
         return cls(model.tag_names, model.tag_names_zh, model.thresholds, [LabelGroup(0, embeds)], exp_scale)
 
     def tag_embeds(self, image_embeds: np.ndarray) -> np.ndarray:

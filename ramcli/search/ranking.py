@@ -380,6 +380,7 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
     from functools import cache
 
     from ramcli.models import store
+    from ramcli.models.families import family_of
 
     models = index.models()
     if not models:
@@ -422,7 +423,7 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
         from ramcli.runtime.textenc import TextEncoder
 
         assert encoder is not None
-        rerank = head_session if ram is not None and ram.family == "ram_plus" else None
+        rerank = head_session if ram is not None and family_of(ram).open_set else None
         return TextEncoder(encoder, EngineOptions(device="cpu", one_shot=True), meanwhile=rerank)  # one text: CPU
 
     @cache
@@ -432,9 +433,9 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
 
     return Searcher(index, name, vocab, encoder_name=encoder.name if encoder else None,
                     text_embed=text_embed if encoder else None,
-                    tag_head=tag_head if ram is not None and ram.family == "ram_plus" else None,
-                    start_tag_head=head_session if ram is not None and ram.family == "ram_plus" else None,
-                    clip_space=not (ram is not None and ram.family == "tag2text"))
+                    tag_head=tag_head if ram is not None and family_of(ram).open_set else None,
+                    start_tag_head=head_session if ram is not None and family_of(ram).open_set else None,
+                    clip_space=ram is None or family_of(ram).clip_space)
 
 
 def like_embedding(searcher: Searcher, photo: Path) -> np.ndarray:

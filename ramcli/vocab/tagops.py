@@ -17,7 +17,7 @@ import numpy as np
 from ramcli.errors import RamcliError, UsageError
 from ramcli.index import Index
 from ramcli.models import store
-from ramcli.pipeline.photos import CUSTOM_FAMILIES
+from ramcli.models.families import family_of
 from ramcli.vocab import custom
 from ramcli.vocab.custom import CustomTag
 
@@ -94,7 +94,7 @@ def main_model(index: Index, name: str | None = None) -> store.InstalledModel:
     """The model whose built-in tags are listed: ``name``, else the one that tagged most photos."""
     names = [name] if name else [m for m, _ in index.models()]
     for n in names:
-        if store.is_installed(n) and store.get(n).family in CUSTOM_FAMILIES:
+        if store.is_installed(n) and family_of(store.get(n)).takes_custom_tags:
             return store.get(n)
     raise RamcliError("no indexed photo was tagged by an installed RAM++ or RAM model",
                       hint="run `ramcli tag ~/Photos` first")

@@ -24,6 +24,7 @@ from ramcli.errors import CheckpointError, first_line
 from ramcli.models.convert.ram import RamConfig, RamModel
 from ramcli.models.convert.swin import SwinConfig
 from ramcli.models.convert.tag_head import TagHeadConfig
+from ramcli.models.families import RAM, RAM_PLUS, Family
 
 DEFAULT_IMAGE_SIZE = 384
 DEFAULT_DECODER_HEADS = 4
@@ -80,14 +81,11 @@ def remap_keys(state: Mapping[str, torch.Tensor],
     return out
 
 
-def detect_family(state: Mapping[str, torch.Tensor]) -> str:
-    if "reweight_scale" in state and "label_embed" in state:
-        return "ram_plus"
-    if "label_embed.weight" in state:
-        return "tag2text"
-    if "label_embed" in state:
-        return "ram"
-    raise CheckpointError("not a RAM, RAM++ or Tag2Text checkpoint (no label_embed tensor)")
+def detect_ram_family(state: Mapping[str, torch.Tensor]) -> Family | None:
+    """RAM++ (label descriptions and the scale that weights them), RAM (label embeddings), or None."""
+    if "label_embed" not in state:
+        return None
+    return RAM_PLUS if "reweight_scale" in state else RAM
 
 
 def infer_swin(state: Mapping[str, torch.Tensor], image_size: int | None = None) -> SwinConfig:
@@ -133,20 +131,20 @@ def infer_head(state: Mapping[str, torch.Tensor], heads: int = DEFAULT_DECODER_H
 
 def infer_config(state: Mapping[str, torch.Tensor], num_tags: int, image_size: int | None = None) -> RamConfig:
     """Everything about the architecture, from the (remapped) tensors and the tag count."""
-    family = detect_family(state)
-    if family == "tag2text":
-        raise CheckpointError("is a Tag2Text checkpoint, which ramcli cannot convert yet",
-                              hint="use a RAM++ or RAM checkpoint")
+    family = detect_ram_family(state)
+    if family is None:
+        raise CheckpointError("not a RAM or RAM++ checkpoint (no label_embed tensor)",
+                              hint="`ramcli models import` recognises Tag2Text and CLIP text checkpoints too")
     rows, width = (int(n) for n in state["label_embed"].shape)
     if num_tags <= 0 or rows % num_tags:
         raise CheckpointError(
             f"label_embed has {rows} rows, which is not a multiple of the {num_tags} tags in the tag list",
             hint="pass the tag list that belongs to this checkpoint with --tag-list")
     per_tag = rows // num_tags
-    if family == "ram" and per_tag != 1:
-        raise CheckpointError(f"RAM checkpoint has {rows} label rows for {num_tags} tags",
+    if not family.weights_descriptions and per_tag != 1:
+        raise CheckpointError(f"{family.title} checkpoint has {rows} label rows for {num_tags} tags",
                               hint="pass the tag list that belongs to this checkpoint with --tag-list")
-    return RamConfig(family=family, swin=infer_swin(state, image_size), head=infer_head(state),
+    return RamConfig(family=family.name, swin=infer_swin(state, image_size), head=infer_head(state),
                      num_tags=num_tags, descriptions_per_tag=per_tag, embed_dim=width)
 
 

@@ -28,7 +28,8 @@ from ramcli import __version__
 from ramcli.errors import CheckpointError, RamcliError
 from ramcli.hashing import sha256_file
 from ramcli.models import store
-from ramcli.models.convert.export import export_graph
+from ramcli.models.convert.common import export_graph
+from ramcli.models.families import CLIP_TEXT, ConvertInputs, Family
 
 OPEN_CLIP_MODEL = "ViT-B-16"
 ENCODER = "text_encoder.onnx"
@@ -107,6 +108,18 @@ def bpe_source() -> Path:
     return path
 
 
+def export_onnx(model: nn.Module, out: Path) -> torch.Tensor:
+    """The text tower as ``text_encoder.onnx`` (weights in ``.data``, simplified); returns the ids
+    it was traced with (the parity texts, 77 tokens)."""
+    import open_clip
+
+    ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
+    export_graph(TextEncoder(model), (ids,), out / ENCODER, ["ids"], "text_embeds",
+                 {"ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, external_data=True,
+                 simplify=True)
+    return ids
+
+
 def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tensor], *,
                      source: dict[str, Any] | None = None,
                      report: Callable[[str], None] = lambda _m: None) -> store.InstalledModel:
@@ -120,10 +133,7 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
     with store.staging(name) as staging:
         report("exporting the CLIP text encoder to ONNX")
         t0 = time.perf_counter()
-        ids = open_clip.get_tokenizer(OPEN_CLIP_MODEL)(PARITY_TEXTS)
-        export_graph(TextEncoder(model), (ids,), staging / ENCODER, ["ids"], "text_embeds",
-                     {"ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}}, external_data=True,
-                     simplify=True)
+        ids = export_onnx(model, staging)
         with torch.no_grad():
             ref = model.encode_text(ids, normalize=True).numpy()  # open_clip's own, all 77 positions
         shutil.copyfile(bpe_source(), staging / BPE)
@@ -135,7 +145,7 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         if diff > 1e-3:
             raise RamcliError(f"ONNX export does not reproduce PyTorch (max difference {diff:.2e})", path=checkpoint)
         meta = {
-            "name": name, "family": "clip_text", "open_clip_model": OPEN_CLIP_MODEL, "quick_gelu": True,
+            "name": name, "family": CLIP_TEXT.name, "open_clip_model": OPEN_CLIP_MODEL, "quick_gelu": True,
             "context_length": int(ids.shape[1]), "variable_length": True, "embed_dim": int(ref.shape[1]),
             "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256_file(checkpoint),
                        "bytes": checkpoint.stat().st_size, **(source or {})},
@@ -146,3 +156,46 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
         }
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return store.InstalledModel(name, store.commit(staging, name))
+
+
+class ClipTextConverter:
+    """The converter protocol (``families.Converter``) for the CLIP text encoder: no tag files."""
+
+    families: tuple[Family, ...] = (CLIP_TEXT,)
+
+    def detect(self, state: Mapping[str, Any]) -> Family | None:
+        return CLIP_TEXT if is_clip_state(state) else None
+
+    def build_model(self, state: Mapping[str, torch.Tensor], *, num_tags: int | None = None,
+                    image_size: int | None = None, source: Path | None = None) -> nn.Module:
+        return build_text_model(state, source=source)
+
+    def export_onnx(self, model: nn.Module, out: Path) -> None:
+        export_onnx(model, out)
+
+    def import_checkpoint(self, checkpoint: Path, name: str, inputs: ConvertInputs, *,
+                          state: Mapping[str, torch.Tensor] | None = None,
+                          report: Callable[[str], None] = lambda _m: None) -> store.InstalledModel:
+        if state is None:
+            from ramcli.models.convert.checkpoint import load_state_dict
+
+            state = load_state_dict(checkpoint)
+        return import_clip_text(checkpoint, name, state, report=report,
+                                source=dict(inputs.source) if inputs.source is not None else None)
+
+    def verify(self, name: str, images: np.ndarray | None = None) -> dict[str, Any]:
+        """Its parity (texts, not images) is checked once, at conversion."""
+        raise RamcliError(f"model {name!r} ({CLIP_TEXT.name}) has no parity check to re-run",
+                          hint="its parity was checked when it was converted; see meta.json")
+
+    def random_checkpoint(self, family: Family, path: Path, *, num_tags: int = 40, seed: int = 0) -> Path:
+        """Full size (the text tower's shapes are fixed: open_clip's ViT-B-16), random weights."""
+        import open_clip
+
+        torch.manual_seed(seed)
+        logging.getLogger().setLevel(logging.ERROR)
+        torch.save(open_clip.create_model(OPEN_CLIP_MODEL, pretrained=None, force_quick_gelu=True).state_dict(), path)
+        return path
+
+
+CONVERTER = ClipTextConverter()

@@ -22,16 +22,22 @@ from torch import nn
 
 from ramcli.models.convert.swin import SwinConfig, SwinTransformer
 from ramcli.models.convert.tag_head import TagDecoder, TagHeadConfig
+from ramcli.models.families import family_of
 
 
 @dataclass(frozen=True)
 class RamConfig:
-    family: str  # "ram_plus" or "ram"
+    family: str  # its name: "ram_plus" or "ram"
     swin: SwinConfig
     head: TagHeadConfig
     num_tags: int
     descriptions_per_tag: int  # 51 for RAM++, 1 for RAM
     embed_dim: int = 512  # CLIP ViT-B/16 space
+
+    @property
+    def weights_descriptions(self) -> bool:
+        """RAM++: per-image weights over each tag's descriptions (``reweight_scale``)."""
+        return family_of(self.family).weights_descriptions
 
 
 class RamModel(nn.Module):
@@ -44,7 +50,7 @@ class RamModel(nn.Module):
         self.image_proj = nn.Linear(cfg.swin.num_features, cfg.embed_dim)
         rows = cfg.num_tags * cfg.descriptions_per_tag
         self.label_embed = nn.Parameter(torch.zeros(rows, cfg.embed_dim))
-        if cfg.family == "ram_plus":
+        if cfg.weights_descriptions:
             self.reweight_scale = nn.Parameter(torch.zeros(()))
         self.wordvec_proj = nn.Linear(cfg.embed_dim, cfg.head.hidden)
         self.tagging_head = TagDecoder(cfg.head)
@@ -62,7 +68,7 @@ class RamModel(nn.Module):
         b = image_embeds.shape[0]
         d = self.cfg.descriptions_per_tag
         labels = self.label_embed.view(self.cfg.num_tags, d, -1)
-        if self.cfg.family != "ram_plus":
+        if not self.cfg.weights_descriptions:
             return labels[:, 0].expand(b, -1, -1)
         cls = image_embeds[:, 0]
         cls = cls / cls.norm(dim=-1, keepdim=True)

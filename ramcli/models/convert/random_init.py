@@ -16,6 +16,7 @@ import torch
 from ramcli.models.convert.ram import RamConfig, RamModel
 from ramcli.models.convert.swin import SwinConfig, relative_position_index, shift_attention_mask
 from ramcli.models.convert.tag_head import TagHeadConfig
+from ramcli.models.families import family_of
 
 SWIN_L = SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
 SWIN_B = SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
@@ -27,7 +28,7 @@ TINY_HEAD = TagHeadConfig(hidden=64, layers=2, heads=4, intermediate=128)
 def config(family: str, swin: SwinConfig = TINY_SWIN, head: TagHeadConfig = TINY_HEAD,
            num_tags: int = 40, descriptions: int = 51) -> RamConfig:
     return RamConfig(family=family, swin=swin, head=head, num_tags=num_tags,
-                     descriptions_per_tag=descriptions if family == "ram_plus" else 1)
+                     descriptions_per_tag=descriptions if family_of(family).weights_descriptions else 1)
 
 
 @torch.no_grad()

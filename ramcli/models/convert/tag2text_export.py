@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,17 @@ from torch import nn
 from ramcli.errors import CheckpointError, RamcliError
 from ramcli.models import store
 from ramcli.models.convert.checkpoint import load_state_dict
-from ramcli.models.convert.export import PARITY_TOLERANCE, _copy_text, export_graph, provenance, read_inputs
-from ramcli.models.convert.tag2text import Tag2TextModel, build_model, infer_config, remap_keys
+from ramcli.models.convert.common import (
+    PARITY_TOLERANCE,
+    Report,
+    copy_text,
+    export_graph,
+    provenance,
+    read_inputs,
+    source_checkpoint,
+)
+from ramcli.models.convert.tag2text import Tag2TextModel, build_model, infer_config, is_tag2text_state, remap_keys
+from ramcli.models.families import TAG2TEXT, ConvertInputs, Family
 from ramcli.runtime.beam_search import beam_search
 from ramcli.runtime.caption import (
     DECODER_CROSS,
@@ -55,7 +64,6 @@ from ramcli.runtime.images import parity_images
 from ramcli.runtime.tagging import sigmoid
 from ramcli.runtime.wordpiece import ADDED_TOKENS, WordPiece
 
-Report = Callable[[str], None]
 PARITY_CAPTION_STEPS = 8  # generated tokens compared in the import check (full length is slow on CPU)
 
 
@@ -269,19 +277,19 @@ def import_tag2text(
         report("exporting to ONNX")
         t0 = time.perf_counter()
         export_onnx(model, staging, settings.tag_max_length)
-        _copy_text(tag_list, staging / store.TAG_LIST)
-        _copy_text(vocab, staging / VOCAB)
+        copy_text(tag_list, staging / store.TAG_LIST)
+        copy_text(vocab, staging / VOCAB)
         if thresholds is not None:
-            _copy_text(thresholds, staging / store.THRESHOLDS)
+            copy_text(thresholds, staging / store.THRESHOLDS)
         else:
             values = special_thresholds(len(names), default_threshold)
             (staging / store.THRESHOLDS).write_text("\n".join(map(str, values)) + "\n", encoding="utf-8")
         for filename, path in (extra_files or {}).items():
-            _copy_text(path, staging / filename)
+            copy_text(path, staging / filename)
         meta = {
             "name": name,
-            "family": "tag2text",
-            "capabilities": ["tags", "captions"],
+            "family": TAG2TEXT.name,
+            "capabilities": list(TAG2TEXT.capabilities),
             "num_tags": cfg.num_tags,
             "default_threshold": default_threshold,
             "architecture": {"swin": {k: v for k, v in asdict(cfg.swin).items() if k != "extra"},
@@ -308,13 +316,54 @@ def import_tag2text(
 def verify(name: str, images: np.ndarray | None = None) -> dict[str, Any]:
     """Re-run the parity check of an installed Tag2Text model against its source checkpoint."""
     installed = store.get(name)
-    src = Path(installed.meta["source"]["checkpoint"])
-    if not src.is_file():
-        raise RamcliError("the source checkpoint is gone", path=src,
-                          hint=f"pull or import {name} again to verify it")
+    src = source_checkpoint(installed)
     arch = installed.meta["architecture"]
     state = remap_keys(load_state_dict(src))
     cfg = infer_config(state, image_size=installed.preprocess.image_size, text_heads=arch["tag_encoder"]["heads"])
     model = build_model(state, cfg, source=src)
     result = parity_check(model, installed, images if images is not None else parity_images(installed.preprocess))
     return {"model": name, "checkpoint": str(src), **result, "ok": _worst(result) <= PARITY_TOLERANCE}
+
+
+class Tag2TextConverter:
+    """The converter protocol (``families.Converter``) for Tag2Text."""
+
+    families: tuple[Family, ...] = (TAG2TEXT,)
+
+    def detect(self, state: Mapping[str, Any]) -> Family | None:
+        return TAG2TEXT if is_tag2text_state(state) else None
+
+    def build_model(self, state: Mapping[str, torch.Tensor], *, num_tags: int | None = None,
+                    image_size: int | None = None, source: Path | None = None) -> Tag2TextModel:
+        """The tag count is read off the head's shapes (``num_tags`` is only checked)."""
+        state = remap_keys(state)
+        cfg = infer_config(state, image_size=image_size)
+        if num_tags is not None and cfg.num_tags != num_tags:
+            raise CheckpointError(f"has {cfg.num_tags} tags, not {num_tags}", path=source)
+        return build_model(state, cfg, source=source)
+
+    def export_onnx(self, model: Tag2TextModel, out: Path) -> None:
+        export_onnx(model, out, CaptionSettings().tag_max_length)
+
+    def import_checkpoint(self, checkpoint: Path, name: str, inputs: ConvertInputs, *,
+                          state: Mapping[str, torch.Tensor] | None = None,
+                          report: Report = lambda _msg: None) -> store.InstalledModel:
+        if inputs.tag_list is None or inputs.vocab is None:
+            raise RamcliError("a Tag2Text checkpoint needs its tag list and a BERT vocabulary", path=checkpoint,
+                              hint="pass --tag-list FILE and --vocab VOCAB.txt (bert-base-uncased's)")
+        return import_tag2text(checkpoint, name, state, tag_list=inputs.tag_list, vocab=inputs.vocab,
+                               thresholds=inputs.thresholds, extra_files=dict(inputs.extra_files),
+                               image_size=inputs.image_size, default_threshold=inputs.default_threshold,
+                               delete_tag_index=inputs.delete_tag_index,
+                               source=dict(inputs.source) if inputs.source is not None else None, report=report)
+
+    def verify(self, name: str, images: np.ndarray | None = None) -> dict[str, Any]:
+        return verify(name, images)
+
+    def random_checkpoint(self, family: Family, path: Path, *, num_tags: int = 40, seed: int = 0) -> Path:
+        from ramcli.models.convert.tag2text import random_model, save_checkpoint, tiny_config
+
+        return save_checkpoint(random_model(tiny_config(num_tags), seed=seed), path)
+
+
+CONVERTER = Tag2TextConverter()
