@@ -16,7 +16,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import ModelNotFound
+from ramcli.errors import ModelNotFound
 
 APP = "ramcli"
 _PKG = Path(__file__).resolve().parent

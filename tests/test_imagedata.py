@@ -14,8 +14,8 @@ from test_metadata import make_photo
 
 from ramcli.errors import ImageError
 from ramcli.metadata import write_keywords
+from ramcli.metadata.identity import image_hash
 from ramcli.metadata.imagedata import Segment, jpeg_image_data, jpeg_scan_offset, jpeg_segments
-from ramcli.pipeline.identity import image_hash
 
 SOI = b"\xff\xd8"
 APP1 = b"\xff\xe1\x00\x04ab"  # a metadata segment

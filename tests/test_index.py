@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import make_photo
 from ramcli.errors import ImageError, RamcliError
 from ramcli.index import SCHEMA_VERSION, ImageRecord, PhotoRow, open_index, schema_version
-from ramcli.pipeline.identity import image_hash
+from ramcli.metadata.identity import image_hash
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".tiff", ".webp"])

@@ -4,7 +4,7 @@ A write rebuilds the whole file, so before it replaces the photo ramcli checks t
 same: a JPEG's tables and entropy-coded scan data byte-identical (metadata lives only in APPn/COM
 segments, all before the first SOS), every other format's decoded pixels identical (every frame).
 
-The JPEG segment walk is shared with ``ramcli.pipeline.identity``, whose image hash (the bytes from the
+The JPEG segment walk is shared with ``ramcli.metadata.identity``, whose image hash (the bytes from the
 first SOS on) must stay equal across metadata edits: one walker, so both agree on where the picture
 starts. It reports what it finds and lets each caller judge: the identity hash falls back to pixels on
 an odd segment, the write check refuses the file.
@@ -83,7 +83,7 @@ def jpeg_segments(f: BinaryIO) -> Iterator[Segment]:
 def jpeg_scan_offset(f: BinaryIO) -> int | None:
     """Offset of the first SOS marker; None when the walk meets anything but clean segments before it.
 
-    The image hash starts here (``ramcli.pipeline.identity``); a length field below 2 is not clean.
+    The image hash starts here (``ramcli.metadata.identity``); a length field below 2 is not clean.
     """
     for segment in jpeg_segments(f):
         if segment.marker == SOS:

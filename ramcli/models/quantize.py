@@ -116,7 +116,7 @@ def top_overlap(s_ref: np.ndarray, s_low: np.ndarray, k: int) -> int:
 def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
               precision: str = INT8) -> dict[str, Any]:
     """Tags of ``precision`` against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.runtime.taggers import open_tagger
 
     imgs = images if images is not None else parity_images(model.preprocess, 4)
     ref = open_tagger(model, EngineOptions(device="cpu"))

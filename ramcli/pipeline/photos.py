@@ -9,7 +9,8 @@ from ramcli.config import default_model_name
 from ramcli.errors import ModelNotFound
 from ramcli.models import store
 from ramcli.models.families import family_of
-from ramcli.runtime.engine import Engine, EngineOptions, for_batches
+from ramcli.runtime import taggers
+from ramcli.runtime.engine import EngineOptions
 from ramcli.runtime.tagging import Tagger
 from ramcli.runtime.vocabulary import Vocabulary
 
@@ -34,24 +35,16 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
                 index_file: Path | None = None, caption_tags: list[str] | None = None,
                 batch_size: int = 1) -> Tagger:
-    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``.
-    Tag2Text gets its captioning runtime behind the same interface (``caption_tags``: the user's guide).
-    ``batch_size``: the images per `Tagger.infer` call to come, which on the CPU run side by side
-    (engine.for_batches)."""
-    opts = opts or EngineOptions()
-    if family_of(model).captions:
-        from ramcli.runtime.caption import CaptionTagger, Tag2Text
-
-        return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
-    opts = for_batches(opts, batch_size)
-    vocab = Vocabulary.builtin(model)
+    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``
+    (``runtime.taggers.open_tagger`` for the rest: captioning families, side-by-side batches)."""
+    vocab = None
     if index_file is not None and index_file.exists() and family_of(model).takes_custom_tags:
         from ramcli.index import open_index
         from ramcli.vocab import custom
 
         ix = open_index(index_file)
         try:
-            vocab = vocab.with_custom(custom.load(ix), custom.disabled(ix))
+            vocab = Vocabulary.builtin(model).with_custom(custom.load(ix), custom.disabled(ix))
         finally:
             ix.close()
-    return Tagger(Engine(model, opts), vocab)
+    return taggers.open_tagger(model, opts, vocab=vocab, caption_tags=caption_tags, batch_size=batch_size)

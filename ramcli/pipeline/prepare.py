@@ -27,8 +27,8 @@ from typing import Literal
 import numpy as np
 
 from ramcli.errors import ImageError
+from ramcli.metadata.identity import image_hash
 from ramcli.pipeline.clock import NO_CLOCK, Clock
-from ramcli.pipeline.identity import image_hash
 from ramcli.runtime.images import Preprocess, decode_error, read_photo, to_input
 
 Pool = Literal["processes", "threads", "inline"]

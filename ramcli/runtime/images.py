@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
+from ramcli.models.store import Preprocess as Preprocess  # the input contract, re-exported for the stages
 
 try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
     from pillow_heif import register_heif_opener
@@ -27,24 +28,6 @@ except Exception:  # pragma: no cover - depends on the platform's wheel
 
 # Pillow raises DecompressionBombError above 2x this; 178 MP is far beyond any camera.
 Image.MAX_IMAGE_PIXELS = 178_956_970
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The input contract of one model (from its manifest)."""
-
-    image_size: int = 384
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    # Draft decoding: let the JPEG decoder scale by 1/2, 1/4 or 1/8 in the DCT, never below
-    # image_size, before the usual resize (a 14 MP photo: 65 instead of 338 ms); the input differs
-    # slightly from the reference's, so tags can too (`ramcli models verify --photos` measures it).
-    draft: bool = False
-
-    @property
-    def draft_size(self) -> int | None:
-        """``read_photo``'s ``draft``: the side a draft decode must keep, None to decode exactly."""
-        return self.image_size if self.draft else None
 
 
 @dataclass

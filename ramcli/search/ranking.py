@@ -440,8 +440,8 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
 
 def like_embedding(searcher: Searcher, photo: Path) -> np.ndarray:
     """The CLS embedding of ``photo``: from the index when it is there, else by running the encoder."""
+    from ramcli.metadata.identity import image_hash
     from ramcli.models import store
-    from ramcli.pipeline.identity import image_hash
     from ramcli.runtime.images import load_input
 
     row = searcher.index.photo(str(photo.absolute()))
