@@ -164,8 +164,7 @@ class LibraryRun:
     def _process(self, todo: list[Path]) -> Iterator[Event]:
         if not todo:
             return
-        known = frozenset(r["hash"] for r in self.index.db.query(
-            "select hash from images where model = ?", [self.model]))
+        known = self.index.known_hashes(self.model)
         workers = self.opts.workers or max(1, os.cpu_count() or 1)
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding onnxruntime threads
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
