@@ -3,8 +3,8 @@
 ``filelock`` gives the same exclusive, non-blocking lock on Linux, macOS and Windows (and a soft
 lock where the file system has no ``flock``). A second writer does not wait silently behind the
 first: it is told at once which run holds the library. The holder writes its pid into the lock
-file for that message; where the platform will not let it (or the other side read it), the
-message says "another process".
+file for that message; where the platform will not let it (Windows locks the bytes; older filelock
+releases truncate the file on every attempt), the message says "another process" instead.
 """
 
 from __future__ import annotations

@@ -55,4 +55,4 @@ class CustomTagRow:
 
 
 # (path, hash, taken_at) of one photo, as search reports it
-PhotoRef = tuple[str, str, "str | None"]
+PhotoRef = tuple[str, str, str | None]

@@ -184,8 +184,8 @@ class Searcher:
         return self.index.photos_of_images(self.model, rowids, self._filter(opts))
 
     def tag_search(self, tags: list[str], opts: SearchOptions) -> list[Hit]:
-        """Photos carrying any of ``tags``: more hits first, then the mean stored score. Pure SQL,
-        on covering indexes only (schema v3), so the blobs in ``images`` are never read."""
+        """Photos carrying any of ``tags``: more hits first, then the mean stored score. One query
+        (``Index.tag_matches``) on covering indexes only, so the blobs in ``images`` are never read."""
         rows = self.index.tag_matches(self.model, tags, self._filter(opts), min_score=opts.min_score,
                                       limit=opts.limit)
         return [Hit(path, score, "tag", hits, None, taken, self.top_tags(hash_))
