@@ -188,3 +188,87 @@ def test_v2_index_migrates_and_keeps_its_data(tmp_path: Path) -> None:
     with ix.transaction():
         ix.put_image(_record("h1", []))
     assert ix.images_generation() > before
+
+
+def test_a_writer_in_another_process_is_named(tmp_path: Path) -> None:
+    """The lock is held across processes, and the second writer is told which run holds it."""
+    import os
+
+    from conftest import run_cli
+
+    first = open_index(tmp_path / "i.db", writer=True)
+    try:
+        result = run_cli("untag", str(tmp_path / "nothing"), "--index", str(tmp_path / "i.db"))
+        assert result.returncode != 0
+        assert f"another ramcli run (pid {os.getpid()}) is writing to this index" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        first.close()
+    assert run_cli("untag", str(tmp_path / "nothing"), "--index", str(tmp_path / "i.db")).returncode == 0
+
+
+def test_lock_of_a_killed_writer_is_free(tmp_path: Path) -> None:
+    """A run that dies (kill -9, power cut of the process) leaves no stale lock behind."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from ramcli.index import open_index; "
+            "ix = open_index(Path(sys.argv[1]), writer=True); print('held', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "i.db")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        with pytest.raises(RamcliError, match=r"another ramcli run \(pid \d+\)"):
+            open_index(tmp_path / "i.db", writer=True)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    open_index(tmp_path / "i.db", writer=True).close()
+    open_index(tmp_path / "i.db").close()  # readers never take the lock
+
+
+def test_an_unwritable_lock_is_one_clear_line(tmp_path: Path) -> None:
+    """No traceback when the lock file cannot be made (here: a folder in its place, which even
+    root cannot open as a file), nor when the index's folder cannot be."""
+    from conftest import run_cli
+
+    (tmp_path / "i.db.lock").mkdir()
+    with pytest.raises(RamcliError, match="cannot create the index's lock file"):
+        open_index(tmp_path / "i.db", writer=True)
+    result = run_cli("untag", str(tmp_path / "nothing"), "--index", str(tmp_path / "i.db"))
+    assert result.returncode != 0 and "cannot create the index's lock file" in result.stderr
+    assert "Traceback" not in result.stderr
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RamcliError, match="cannot create the index's folder"):
+        open_index(tmp_path / "file" / "i.db", writer=True)
+
+
+def test_sqlite_utils_writes_roll_back_with_the_batch(tmp_path: Path) -> None:
+    """The rare writes go through sqlite-utils; inside a batch they land with it or not at all."""
+    ix = open_index(tmp_path / "i.db", writer=True)
+    embeds = np.ones((1, 512), np.float32)
+    with pytest.raises(KeyError), ix.transaction():
+        ix.put_custom_tag("kite", embeds, descriptions=["a red kite"], threshold=0.6, name_zh=None, parent=None,
+                          encoder="e")
+        ix.set_tag_disabled("dog", True)
+        raise KeyError("killed mid-batch")
+    assert ix.custom_tags() == [] and ix.disabled_tags() == set()
+    with ix.transaction():
+        ix.put_custom_tag("kite", embeds, descriptions=["a red kite"], threshold=0.6, name_zh="风筝", parent="bird",
+                          encoder="e")
+        ix.set_tag_disabled("dog", True)
+    first = ix.custom_tag("kite")
+    assert first is not None and first.dirty and first.descriptions == ("a red kite",) and first.name_zh == "风筝"
+    with ix.transaction():  # redefined: same id, pending again after being applied
+        ix.mark_custom_applied([first.id, -3])
+        ix.put_custom_tag("kite", 2 * embeds, descriptions=[], threshold=0.7, name_zh=None, parent=None, encoder="e")
+    again = ix.custom_tag("kite")
+    assert again is not None and again.id == first.id and again.dirty and again.threshold == 0.7
+    assert again.embeds.shape == (1, 512) and ix.custom_tag_names() == [("kite", "")]
+    run = ix.start_run("m", ["/p"])
+    ix.finish_run(run, {"tagged": 1})
+    assert ix.count("runs") == 1
+    ix.close()

@@ -97,8 +97,7 @@ class Rescore:
 
     def events(self) -> Iterator[Event]:
         models = self.models()
-        self.on_total(sum(int(self.index.db.execute("select count(*) from images where model = ?",
-                                                    [m.name]).fetchone()[0]) for m in models))
+        self.on_total(sum(self.index.image_count(m.name) for m in models))
         for model in models:
             yield from self._model(model)
         if self.removed or self.removed_builtin:
@@ -113,8 +112,7 @@ class Rescore:
         engine = Engine(model, self.opts.engine)
         vocab = Vocabulary.builtin(model).only(self.changed)
         indices = [vocab.tag_id(i) for i in range(vocab.size)]
-        hashes = [r[0] for r in self.index.db.execute("select hash from images where model = ? order by hash",
-                                                      [model.name])]
+        hashes = self.index.image_hashes(model.name)
         for start in range(0, len(hashes), self.opts.batch_size):
             images = self._load(model, engine, hashes[start:start + self.opts.batch_size])
             scored = [im for im in images if im.embeds is not None]
@@ -137,9 +135,7 @@ class Rescore:
                 self.on_image()
 
     def _load(self, model: store.InstalledModel, engine: Engine, hashes: list[str]) -> list[_Image]:
-        marks = ",".join("?" * len(hashes))
-        rows = {h: (cls, tok) for h, cls, tok in self.index.db.execute(
-            f"select hash, cls, tokens from images where model = ? and hash in ({marks})", [model.name, *hashes])}
+        rows = self.index.image_arrays(model.name, hashes)
         out = []
         for h in hashes:
             cls, tok = rows[h]
@@ -195,13 +191,8 @@ class Rescore:
                 if changed or touched:
                     events.append(Event(Path(row.path), "retagged", tags=names))
         with self.index.transaction():  # scores are refreshed even where the same tags fire
-            marks = ",".join("?" * len(indices))
             for digest, rows, _ in plans:
-                self.index.db.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
-                                      f"({marks})", [digest, model, *indices])
-                self.index.db.conn.executemany(
-                    "insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",
-                    [(digest, model, i, n, s) for i, n, s in rows])
+                self.index.replace_tags(digest, model, indices, rows)
             for row, written in photo_updates:
                 self.index.record_written(row, written)
         for ev in events:
@@ -247,8 +238,7 @@ class Rescore:
         def gone(i: int, name: str, model: str) -> bool:
             return i in self.removed or (i >= 0 and name in self.removed_builtin and model in ram_models)
 
-        rows = [(h, m) for h, m in self.index.db.execute("select distinct hash, model from image_tags where "
-                f"tag_index < 0 or tag in ({','.join('?' * len(self.removed_builtin))})", self.removed_builtin)]
+        rows = self.index.images_with_tags(self.removed_builtin, custom=True)
         for digest, model in rows:
             tags = self.index.tags_of(digest, model)
             drop = [i for i, n, _ in tags if gone(i, n, model)]
@@ -266,8 +256,7 @@ class Rescore:
                     continue
                 updates.append((row, written, names))
             with self.index.transaction():
-                self.index.db.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
-                                      f"({','.join('?' * len(drop))})", [digest, model, *drop])
+                self.index.delete_tags(digest, model, drop)
                 for row, written, _ in updates:
                     self.index.record_written(row, written)
             for row, _, names in updates:

@@ -93,7 +93,7 @@ class Run:
 
 def known_hashes(index: Index, model: str) -> Callable[[], frozenset[str]]:
     """The images already indexed for ``model``, read only when some photo needs preparing."""
-    return lambda: frozenset(r["hash"] for r in index.db.query("select hash from images where model = ?", [model]))
+    return lambda: index.known_hashes(model)
 
 
 def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOptions, *,

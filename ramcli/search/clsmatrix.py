@@ -43,11 +43,7 @@ def _files(folder: Path, model: str, generation: int) -> tuple[Path, Path]:
 
 
 def _build(index: Index, model: str) -> ClsMatrix:
-    rows = index.db.execute("select rowid, cls from images where model = ? and cls is not null order by rowid",
-                            [model]).fetchall()
-    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), EMBED_DIM) \
-        if rows else np.zeros((0, EMBED_DIM), np.float32)
+    rowids, vectors = index.cls_rows(model)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return ClsMatrix(rowids, vectors / np.where(norms == 0, 1, norms))
 
@@ -66,9 +62,7 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 def load(index: Index, model: str) -> ClsMatrix:
     """The current matrix for ``model``: from the cache when it matches the index, else rebuilt (and cached)."""
-    db = index.db
-    db.execute("begin")  # one read snapshot: the counter and the rows belong together
-    try:
+    with index.snapshot():  # the counter and the rows belong together
         generation = index.images_generation()
         folder = cache_dir(index)
         rowid_file, cls_file = _files(folder, model, generation)
@@ -77,8 +71,6 @@ def load(index: Index, model: str) -> ClsMatrix:
             if vectors.shape == (len(rowids), EMBED_DIM):
                 return ClsMatrix(rowids, vectors)
         matrix = _build(index, model)
-    finally:
-        db.execute("commit")
     with contextlib.suppress(OSError):  # read-only folder, full disk: search still works, uncached
         folder.mkdir(exist_ok=True)
         _save(matrix.rowids, rowid_file)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ramcli.errors import RamcliError
-from ramcli.index import Index
+from ramcli.index import Index, PhotoFilter, PhotoRef
 
 if TYPE_CHECKING:  # numpy is imported where it is used: a tag-only search runs without it
     import numpy as np
@@ -157,33 +157,12 @@ class Searcher:
         self.clip_space = clip_space
 
     # ---- data
-    def _filters(self, opts: SearchOptions) -> tuple[str, list[object]]:
-        """SQL conditions on photos ``p`` and images ``i`` for the user's filters."""
-        sql: list[str] = []
-        args: list[object] = []
-        if opts.under:
-            parts = []
-            for root in opts.under:
-                r = str(root.absolute()).rstrip("/") or "/"
-                prefix = r.rstrip("/") + "/"
-                parts.append("(p.path = ? or substr(p.path, 1, ?) = ?)")
-                args += [r, len(prefix), prefix]
-            sql.append("and (" + " or ".join(parts) + ")")
-        if opts.since:
-            sql.append("and i.taken_at >= ?")
-            args.append(opts.since)
-        if opts.until:
-            sql.append("and i.taken_at < ?")
-            args.append(_day_after(opts.until))
-        for t in opts.tags:
-            sql.append("and exists (select 1 from image_tags t where t.hash = p.hash and t.model = p.model "
-                       "and t.tag = ?)")
-            args.append(t)
-        for t in opts.not_tags:
-            sql.append("and not exists (select 1 from image_tags t where t.hash = p.hash and t.model = p.model "
-                       "and t.tag = ?)")
-            args.append(t)
-        return " ".join(sql), args
+    @staticmethod
+    def _filter(opts: SearchOptions) -> PhotoFilter:
+        """The user's filters as the index applies them (--until is inclusive: a day's end)."""
+        return PhotoFilter(under=tuple(str(root.absolute()) for root in opts.under), since=opts.since or None,
+                           before=_day_after(opts.until) if opts.until else None, tags=tuple(opts.tags),
+                           not_tags=tuple(opts.not_tags))
 
     def candidates(self, opts: SearchOptions) -> Candidates:
         """The model's CLS matrix and, when filters are given, which rows pass them."""
@@ -192,43 +171,24 @@ class Searcher:
         from ramcli.search import clsmatrix
 
         matrix = clsmatrix.load(self.index, self.model)
-        where, args = self._filters(opts)
-        if not where:  # every image; one that no photo points at any more is dropped by _photos
+        flt = self._filter(opts)
+        if not flt:  # every image; one that no photo points at any more is dropped by _photos
             return Candidates(matrix, None)
-        rowids = [r[0] for r in self.index.db.execute(
-            "select distinct i.rowid from photos p join images i on i.hash = p.hash and i.model = p.model "
-            f"where p.model = ? {where}", [self.model, *args])]
+        rowids = self.index.filtered_rowids(self.model, flt)
         allowed = np.zeros(len(matrix.rowids), bool)
         allowed[matrix.positions(rowids)] = True
         return Candidates(matrix, allowed)
 
-    def _photos(self, rowids: list[int], opts: SearchOptions) -> dict[int, list[tuple[str, str, str | None]]]:
+    def _photos(self, rowids: list[int], opts: SearchOptions) -> dict[int, list[PhotoRef]]:
         """(path, hash, taken_at) of the photos of these images that pass the filters, by path."""
-        where, args = self._filters(opts)
-        found: dict[int, list[tuple[str, str, str | None]]] = {}
-        for start in range(0, len(rowids), 500):  # SQLite's parameter limit
-            chunk = rowids[start:start + 500]
-            for rowid, path, hash_, taken in self.index.db.execute(
-                    "select i.rowid, p.path, p.hash, i.taken_at from images i join photos p "
-                    f"on p.hash = i.hash and p.model = i.model where i.rowid in ({','.join('?' * len(chunk))}) "
-                    f"and p.model = ? {where} order by p.path", [*chunk, self.model, *args]):
-                found.setdefault(rowid, []).append((path, hash_, taken))
-        return found
+        return self.index.photos_of_images(self.model, rowids, self._filter(opts))
 
     def tag_search(self, tags: list[str], opts: SearchOptions) -> list[Hit]:
-        """Photos carrying any of ``tags``: more hits first, then the mean stored score. Pure SQL,
-        on covering indexes only (schema v3), so the blobs in ``images`` are never read."""
-        where, args = self._filters(opts)
-        marks = ",".join("?" * len(tags))
-        having = "having score >= ?" if opts.min_score is not None else ""
-        rows = self.index.db.execute(
-            "select p.path, p.hash, i.taken_at, count(*) as hits, avg(t.score) as score from photos p "
-            "join images i indexed by images_search on i.hash = p.hash and i.model = p.model "
-            "join image_tags t indexed by image_tags_search on t.hash = p.hash and t.model = p.model "
-            f"and t.tag in ({marks}) where p.model = ? {where} group by p.path {having} "
-            "order by hits desc, score desc, p.path limit ?",
-            [*tags, self.model, *args, *([opts.min_score] if having else []), opts.limit]).fetchall()
-        return [Hit(path, float(score), "tag", int(hits), None, taken, self.top_tags(hash_))
+        """Photos carrying any of ``tags``: more hits first, then the mean stored score. One query
+        (``Index.tag_matches``) on covering indexes only, so the blobs in ``images`` are never read."""
+        rows = self.index.tag_matches(self.model, tags, self._filter(opts), min_score=opts.min_score,
+                                      limit=opts.limit)
+        return [Hit(path, score, "tag", hits, None, taken, self.top_tags(hash_))
                 for path, hash_, taken, hits, score in rows]
 
     def tag_hits(self, matrix: ClsMatrix, tags: list[str]) -> np.ndarray:
@@ -238,10 +198,7 @@ class Searcher:
         hits = np.zeros(len(matrix.rowids), np.int32)
         if not tags or not len(hits):
             return hits
-        rowids = [r[0] for r in self.index.db.execute(
-            "select i.rowid from image_tags t indexed by image_tags_search "
-            "join images i indexed by images_search on i.hash = t.hash and i.model = t.model "
-            f"where t.model = ? and t.tag in ({','.join('?' * len(tags))})", [self.model, *tags])]
+        rowids = self.index.rowids_with_tags(self.model, tags)
         np.add.at(hits, matrix.positions(rowids), 1)
         return hits
 
@@ -264,29 +221,16 @@ class Searcher:
 
     def caption_hits(self, query: str) -> set[str]:
         """Images whose caption (Tag2Text) holds every word of the query."""
-        words = _WORDS.findall(_fold(query))
-        if not words:
-            return set()
-        cond = " and ".join(["(' ' || lower(caption) || ' ') like ?"] * len(words))
-        return {r[0] for r in self.index.db.execute(
-            f"select hash from images where model = ? and caption is not null and {cond}",
-            [self.model, *(f"% {w} %" for w in words)])}
+        return self.index.captioned(self.model, _WORDS.findall(_fold(query)))
 
     def text_search(self, tags: list[str], captioned: set[str], opts: SearchOptions) -> list[Hit]:
         """For a model without CLIP embeddings (Tag2Text): tag hits plus one hit for a caption that
         holds the whole query, then the mean stored tag score."""
         found = {h.path: h for h in (self.tag_search(tags, replace(opts, limit=1 << 30)) if tags else [])}
         if captioned:
-            where, args = self._filters(opts)
-            hashes = sorted(captioned)
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start:start + 500]
-                for path, hash_, taken in self.index.db.execute(
-                        "select p.path, p.hash, i.taken_at from photos p join images i on i.hash = p.hash and "
-                        f"i.model = p.model where p.model = ? and p.hash in ({','.join('?' * len(chunk))}) {where}",
-                        [self.model, *chunk, *args]):
-                    hit = found.setdefault(path, Hit(path, 0.0, "caption", 0, None, taken, self.top_tags(hash_)))
-                    hit.hits += 1
+            for path, hash_, taken in self.index.photos_of_hashes(self.model, sorted(captioned), self._filter(opts)):
+                hit = found.setdefault(path, Hit(path, 0.0, "caption", 0, None, taken, self.top_tags(hash_)))
+                hit.hits += 1
         ranked = sorted(found.values(), key=lambda h: (-h.hits, -h.score, h.path))
         return ranked[: opts.limit]
 
@@ -321,13 +265,11 @@ class Searcher:
 
         if self._tag_head is None or not rows:
             return {}
-        found = {rowid: tokens for rowid, tokens in self.index.db.execute(
-            f"select rowid, tokens from images where rowid in ({','.join('?' * len(rows))}) and tokens is not null",
-            [int(matrix.rowids[i]) for i in rows])}
+        found = self.index.tokens_by_rowid([int(matrix.rowids[i]) for i in rows])
         usable = [(i, found[int(matrix.rowids[i])]) for i in rows if int(matrix.rowids[i]) in found]
         if not usable:
             return {}
-        tokens = np.stack([np.frombuffer(t, np.float16).reshape(-1, q.shape[0]) for _, t in usable])  # as stored
+        tokens = np.stack([t for _, t in usable])  # float16, as stored
         labels = np.broadcast_to(q[None, None, :], (len(usable), 1, q.shape[0])).astype(np.float32)
         logits = self._tag_head()(tokens, labels)[:, 0].astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-logits))
@@ -390,13 +332,13 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
         raise RamcliError(f"no photo in the index was tagged by {name!r}",
                           hint="indexed models: " + ", ".join(m for m, _ in models))
     ram = store.get(name) if store.is_installed(name) else None
-    own = index.db.execute("select name, coalesce(name_zh, '') from custom_tags").fetchall()  # add-tag
+    own = index.custom_tag_names()  # add-tag
     if ram is not None:
         zh = ram.tag_names_zh
         vocab = Vocabulary.build([*ram.tag_names, *(n for n, _ in own)],
                                  None if zh is None else [*zh, *(z for _, z in own)])
     else:  # the model was removed: its tags are still in the index (English names only)
-        vocab = Vocabulary.build([r[0] for r in index.db.execute("select distinct tag from image_tags")], None)
+        vocab = Vocabulary.build(index.tag_names(), None)
     encoder = store.find_family("clip_text", preferred="clip_vit_b16_text")
 
     @cache

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ramcli.errors import RamcliError
-from ramcli.index import EMBED_DIM, Index
+from ramcli.index import EMBED_DIM, CustomTagRow, Index
 from ramcli.vocab.openset import Embed, mean_embedding, prompts
 
 DEFAULT_THRESHOLD = 0.5  # the reference's choice for tags the model was not trained on
@@ -62,10 +61,6 @@ class CustomTag:
         return d
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def clean_name(name: str) -> str:
     text = " ".join(name.split())
     if not text:
@@ -88,17 +83,12 @@ def label_embeds(name: str, descriptions: Iterable[str], embed: Embed) -> np.nda
 # --------------------------------------------------------------------------------- storage
 
 
-def _row(r: tuple[Any, ...]) -> CustomTag:
-    id_, name, zh, parent, threshold, descriptions, embeds, encoder, dirty = r
-    return CustomTag(int(id_), name, zh, parent, float(threshold), tuple(json.loads(descriptions or "[]")),
-                     np.frombuffer(embeds, np.float32).reshape(-1, EMBED_DIM), encoder or "", bool(dirty))
-
-
-_COLUMNS = "id, name, name_zh, parent, threshold, descriptions, embeds, encoder, dirty"
+def _tag(r: CustomTagRow) -> CustomTag:
+    return CustomTag(r.id, r.name, r.name_zh, r.parent, r.threshold, r.descriptions, r.embeds, r.encoder, r.dirty)
 
 
 def load(index: Index) -> list[CustomTag]:
-    return [_row(r) for r in index.db.execute(f"select {_COLUMNS} from custom_tags order by id")]
+    return [_tag(r) for r in index.custom_tags()]
 
 
 def ancestry(index: Index) -> dict[str, tuple[str, ...]]:
@@ -124,8 +114,8 @@ def ancestry(index: Index) -> dict[str, tuple[str, ...]]:
 
 
 def get(index: Index, name: str) -> CustomTag | None:
-    rows = index.db.execute(f"select {_COLUMNS} from custom_tags where name = ?", [name]).fetchall()
-    return _row(rows[0]) if rows else None
+    row = index.custom_tag(name)
+    return None if row is None else _tag(row)
 
 
 def require(index: Index, name: str) -> CustomTag:
@@ -136,7 +126,7 @@ def require(index: Index, name: str) -> CustomTag:
 
 
 def disabled(index: Index) -> set[str]:
-    return {r[0] for r in index.db.execute("select name from disabled_tags")}
+    return index.disabled_tags()
 
 
 def upsert(index: Index, name: str, embeds: np.ndarray, *, descriptions: Iterable[str] = (),
@@ -146,16 +136,9 @@ def upsert(index: Index, name: str, embeds: np.ndarray, *, descriptions: Iterabl
     if not 0.0 < threshold < 1.0:
         raise RamcliError(f"threshold {threshold} is not between 0 and 1", hint="e.g. --threshold 0.5")
     vectors = np.ascontiguousarray(embeds, dtype=np.float32).reshape(-1, EMBED_DIM)
-    args = [name_zh, parent, float(threshold), json.dumps([d.strip() for d in descriptions if d.strip()],
-                                                         ensure_ascii=False), vectors.tobytes(), encoder, _now()]
     with index.transaction():
-        if get(index, name) is None:
-            index.db.execute("insert into custom_tags (name_zh, parent, threshold, descriptions, embeds, encoder, "
-                             "updated_at, name, dirty, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-                             [*args, name, _now()])
-        else:
-            index.db.execute("update custom_tags set name_zh = ?, parent = ?, threshold = ?, descriptions = ?, "
-                             "embeds = ?, encoder = ?, updated_at = ?, dirty = 1 where name = ?", [*args, name])
+        index.put_custom_tag(name, vectors, descriptions=[d.strip() for d in descriptions if d.strip()],
+                             threshold=threshold, name_zh=name_zh, parent=parent, encoder=encoder)
     return require(index, name)
 
 
@@ -167,23 +150,20 @@ def set_threshold(index: Index, name: str, threshold: float) -> CustomTag:
 
 def mark_applied(index: Index, ids: Iterable[int]) -> None:
     with index.transaction():
-        index.db.conn.executemany("update custom_tags set dirty = 0 where id = ?", [(i,) for i in ids])
+        index.mark_custom_applied(ids)
 
 
 def remove(index: Index, name: str) -> CustomTag:
     """Forget the definition; the caller then removes its rows and keywords (``rescore.apply``)."""
     tag = require(index, name)
     with index.transaction():
-        index.db.execute("delete from custom_tags where id = ?", [tag.id])
+        index.delete_custom_tag(tag.id)
     return tag
 
 
 def set_disabled(index: Index, name: str, off: bool) -> None:
     with index.transaction():
-        if off:
-            index.db.execute("insert or ignore into disabled_tags (name, disabled_at) values (?, ?)", [name, _now()])
-        else:
-            index.db.execute("delete from disabled_tags where name = ?", [name])
+        index.set_tag_disabled(name, off)
 
 
 # ----------------------------------------------------------------------------- files

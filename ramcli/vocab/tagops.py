@@ -101,9 +101,7 @@ def main_model(index: Index, name: str | None = None) -> store.InstalledModel:
 
 
 def photo_counts(index: Index) -> dict[str, int]:
-    return {r[0]: r[1] for r in index.db.execute(
-        "select t.tag, count(distinct p.path) from image_tags t join photos p on p.hash = t.hash "
-        "and p.model = t.model group by t.tag")}
+    return index.tag_photo_counts()
 
 
 def listing(index: Index, model: store.InstalledModel | None, *, custom_only: bool) -> list[dict[str, Any]]:
@@ -144,9 +142,7 @@ def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
 
 def orphans(index: Index) -> list[int]:
     """Custom tag indices still in ``image_tags`` whose definition is gone (an interrupted remove)."""
-    return [r[0] for r in index.db.execute(
-        "select distinct tag_index from image_tags where tag_index < 0 and -tag_index not in "
-        "(select id from custom_tags)")]
+    return index.orphan_custom_indices()
 
 
 def pending(index: Index) -> list[CustomTag]:

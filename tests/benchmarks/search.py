@@ -49,17 +49,17 @@ def build_index(path: Path, n: int, with_tokens: int, names: list[str], rng: np.
         with ix.transaction():
             for i in range(start, min(n, start + 5000)):
                 h = f"{i:032x}"
-                ix.db.execute("insert into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
-                              "values (?, ?, 1, 1, ?, ?, ?, '')",
-                              [h, MODEL, f"20{10 + i % 15}-01-01T00:00:00", cls[i].tobytes(),
-                               cls[i].astype(np.float16).tobytes() + blobs[i % len(blobs)] if i < with_tokens
-                               else None])
-                ix.db.conn.executemany("insert into image_tags values (?, ?, ?, ?, ?)",
-                                       [(h, MODEL, int(t), names[t], float(rng.uniform(0.6, 1)))
-                                        for t in rng.choice(len(names), 5, replace=False)])
-                ix.db.execute("insert into photos (path, hash, size, mtime_ns, written, storage, model, updated_at) "
-                              "values (?, ?, 1, 1, '[]', 'embed', ?, '')",
-                              [f"/photos/{i // 1000:03d}/{i:07d}.jpg", h, MODEL])
+                ix.conn.execute("insert into images (hash, model, width, height, taken_at, cls, tokens, tagged_at) "
+                                "values (?, ?, 1, 1, ?, ?, ?, '')",
+                                [h, MODEL, f"20{10 + i % 15}-01-01T00:00:00", cls[i].tobytes(),
+                                 cls[i].astype(np.float16).tobytes() + blobs[i % len(blobs)] if i < with_tokens
+                                 else None])
+                ix.conn.executemany("insert into image_tags values (?, ?, ?, ?, ?)",
+                                    [(h, MODEL, int(t), names[t], float(rng.uniform(0.6, 1)))
+                                     for t in rng.choice(len(names), 5, replace=False)])
+                ix.conn.execute("insert into photos (path, hash, size, mtime_ns, written, storage, model, updated_at) "
+                                "values (?, ?, 1, 1, '[]', 'embed', ?, '')",
+                                [f"/photos/{i // 1000:03d}/{i:07d}.jpg", h, MODEL])
     ix.close()
 
 

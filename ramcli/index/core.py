@@ -1,0 +1,98 @@
+"""``Index``: the one object the rest of ramcli holds, composed of one method group per table
+family (photos, images, vocabulary, queries, runs), plus transactions, and ``open_index``."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ramcli.errors import RamcliError
+from ramcli.index.connection import connect
+from ramcli.index.images import Images
+from ramcli.index.lock import take_writer_lock
+from ramcli.index.photos import Photos
+from ramcli.index.queries import Queries
+from ramcli.index.runs import Runs
+from ramcli.index.schema import migrate
+from ramcli.index.vocabulary import Vocabulary
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+_TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "counters", "custom_tags",
+                     "disabled_tags"})
+
+
+class Index(Photos, Images, Vocabulary, Queries, Runs):
+    """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
+    transaction per batch, so a batch lands whole or not at all."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: BaseFileLock | None) -> None:
+        self.path = path
+        self.conn = conn
+        self._lock = lock
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken up front, so a batch never fails
+        half-way on a reader turned writer (sqlite-utils' ``atomic`` begins DEFERRED). Its table
+        helpers join this transaction through savepoints."""
+        self.conn.execute("begin immediate")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("rollback")
+            raise
+        self.conn.execute("commit")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: everything read inside sees the same state of the file (the
+        ``images`` counter and the rows it counts belong together)."""
+        self.conn.execute("begin")
+        try:
+            yield
+        finally:
+            self.conn.execute("commit")
+
+    def count(self, table: str) -> int:
+        if table not in _TABLES:  # the name goes into SQL text
+            raise ValueError(f"no table {table!r} in the index")
+        return int(self.conn.execute(f"select count(*) from [{table}]").fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def open_index(path: Path, *, writer: bool = False) -> Index:
+    """Open (creating and migrating when needed) the index at ``path``. ``writer``: take the
+    one-writer lock first (a second writer is told at once who holds it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RamcliError(f"cannot create the index's folder ({err.strerror or err})", path=path.parent,
+                          hint="use --index for a library elsewhere") from None
+    lock = take_writer_lock(path) if writer else None
+    try:
+        conn = connect(path)
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        if lock is not None:
+            lock.release()
+        raise RamcliError(f"cannot open the index ({exc})", path=path,
+                          hint="if it is damaged, move it away and re-run `ramcli tag`") from None
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return Index(path, conn, lock)

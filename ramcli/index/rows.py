@@ -1,0 +1,58 @@
+"""The typed rows the index hands out and takes in. No SQL here, and no numpy import: a tag-only
+search reads these types without ever loading numpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+EMBED_DIM = 512  # CLIP ViT-B/16 width: CLS embeddings, image tokens and label embeddings
+
+
+@dataclass(frozen=True)
+class PhotoRow:
+    path: str
+    hash: str
+    size: int
+    mtime_ns: int
+    written: list[str]
+    storage: str
+    model: str
+    written_caption: str | None = None  # the caption ramcli put into the file (Tag2Text)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What one inference produced for one image."""
+
+    hash: str
+    model: str
+    width: int
+    height: int
+    taken_at: str | None
+    cls: np.ndarray | None  # (512,) float32, in CLIP space; None for Tag2Text (its encoder is not)
+    tokens: np.ndarray | None  # (N, 512) stored as float16
+    tags: list[tuple[int, str, float]]  # (tag index, name, score)
+    caption: str | None = None  # Tag2Text
+
+
+@dataclass(frozen=True)
+class CustomTagRow:
+    """One ``ramcli add-tag`` definition as stored; ``vocab.custom.CustomTag`` is built from it."""
+
+    id: int
+    name: str
+    name_zh: str | None
+    parent: str | None
+    threshold: float
+    descriptions: tuple[str, ...]
+    embeds: np.ndarray  # (D, 512) float32
+    encoder: str
+    dirty: bool  # defined or changed, not yet applied to every indexed photo
+
+
+# (path, hash, taken_at) of one photo, as search reports it
+PhotoRef = tuple[str, str, str | None]
