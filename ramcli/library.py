@@ -60,13 +60,13 @@ class Library:
     @cached_property
     def model(self) -> InstalledModel:
         """The installed model runs use (downloaded and converted first when allowed)."""
-        from ramcli.pipeline.photos import resolve_model
+        from ramcli.pipeline.tagger import resolve_model
 
         return resolve_model(self.model_name, download=self.download, report=self.report)
 
     def tagger(self, *, batch_size: int = 4, caption_tags: list[str] | None = None) -> Any:
         """The model's tagger with this library's custom tags (Tag2Text: guided by ``caption_tags``)."""
-        from ramcli.pipeline.photos import open_tagger
+        from ramcli.pipeline.tagger import open_tagger
         from ramcli.runtime.engine import EngineOptions
 
         return open_tagger(self.model, self.engine or EngineOptions(), self.index_path, caption_tags, batch_size)

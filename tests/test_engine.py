@@ -149,7 +149,7 @@ def _flushes() -> bool:
 def test_images_side_by_side_give_the_same_tags_on_flushing_threads(tiny_model) -> None:
     """A batch's images on worker threads of their own (engine.for_batches): the same numbers as
     one after another, and the workers flush denormals as onnxruntime's threads do."""
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.tagger import open_tagger
     from ramcli.runtime.engine import _flushing_works
 
     if not _flushing_works():

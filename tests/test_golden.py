@@ -51,7 +51,7 @@ def test_image_embeddings_match(golden_model) -> None:
 def test_logits_from_reference_inputs(golden_model) -> None:
     """Model parity alone, on the exact preprocessed tensor the reference used."""
     from ramcli.models import store
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.tagger import open_tagger
 
     name, g, expected = golden_model
     tagger = open_tagger(store.get(f"golden_{name}"))
@@ -92,7 +92,7 @@ def _tag_list(name: str) -> list[str]:
 
 def test_batching_does_not_change_results(golden_model, shared: Path) -> None:
     from ramcli.models import store
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.tagger import open_tagger
     from ramcli.runtime.images import load_input
 
     name, _, expected = golden_model
@@ -112,7 +112,7 @@ def test_fp16_keeps_swin_masks_and_the_reference_tags(golden_model, shared: Path
     authors' and every tag further from its threshold than that rounding is kept."""
     from ramcli.models import store
     from ramcli.models.quantize import FP16, quantize
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.tagger import open_tagger
     from ramcli.runtime.engine import EngineOptions
     from ramcli.runtime.images import load_input
     from ramcli.runtime.tagging import sigmoid

@@ -103,7 +103,7 @@ def test_tagging_with_ram_plus_does_not_import_onnx(tiny_model) -> None:
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from ramcli.models import store; from ramcli.pipeline.photos import open_tagger; "
+    code = ("import sys, numpy as np; from ramcli.models import store; from ramcli.pipeline.tagger import open_tagger; "
             f"m = store.get({tiny_model.name!r}); t = open_tagger(m); s = m.preprocess.image_size; "
             "embeds, logits = t.infer(np.zeros((2, 3, s, s), np.float32)); assert t.engine.reweigher is not None; "
             "print(logits.shape, sorted(n for n in ('onnx', 'torch') if n in sys.modules))")

@@ -675,8 +675,8 @@ def bench(
     import tempfile
 
     from ramcli.pipeline.bench import run_bench, synthetic_photos
-    from ramcli.pipeline.photos import resolve_model
     from ramcli.pipeline.scan import iter_photos
+    from ramcli.pipeline.tagger import resolve_model
     from ramcli.runtime.engine import EngineOptions
 
     if device not in {"auto", "cpu", "cuda"}:

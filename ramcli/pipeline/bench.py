@@ -33,8 +33,8 @@ from ramcli.errors import ImageError
 from ramcli.index import open_index
 from ramcli.models import store
 from ramcli.pipeline.clock import Clock
-from ramcli.pipeline.photos import open_tagger
 from ramcli.pipeline.run import TagOptions, tag_run
+from ramcli.pipeline.tagger import open_tagger
 from ramcli.runtime.engine import EngineOptions
 from ramcli.runtime.images import load_input
 

@@ -48,7 +48,7 @@ def decode_agreement(model: store.InstalledModel, folder: Path, limit: int,
                      exact: np.ndarray | None = None) -> dict[str, Any]:
     """Tags from draft-decoded photos against exactly decoded ones (fp32 both times); ``exact``:
     the same photos already decoded exactly (``sample_inputs``), when the caller has them."""
-    from ramcli.pipeline.photos import open_tagger
+    from ramcli.pipeline.tagger import open_tagger
 
     if exact is None:
         exact = sample_inputs(model, folder, limit, report)

@@ -34,7 +34,7 @@ import json, sys, time
 from pathlib import Path
 from ramcli.models import store
 from ramcli.runtime.engine import EngineOptions
-from ramcli.pipeline.photos import open_tagger
+from ramcli.pipeline.tagger import open_tagger
 from ramcli.pipeline.run import TagOptions, tag_run
 name, batch, threads, *paths = sys.argv[1:]
 paths = [Path(p) for p in paths]

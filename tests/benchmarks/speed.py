@@ -98,8 +98,8 @@ def main() -> None:
 
     from ramcli.models import store
     from ramcli.models.convert.checkpoint import build_model, infer_config, load_state_dict, remap_keys
-    from ramcli.pipeline.photos import open_tagger
     from ramcli.pipeline.run import TagOptions, tag_run
+    from ramcli.pipeline.tagger import open_tagger
     from ramcli.runtime.engine import EngineOptions
     from ramcli.runtime.images import load_input
 
