@@ -39,7 +39,6 @@ from typing import ClassVar, Literal
 from ramcli.metadata.text import blank, fold, holds, nfc
 
 Ancestry = Mapping[str, tuple[str, ...]]  # keyword -> its parents, outermost first
-
 Container = Literal["jpeg", "tiff", "png", "webp", "sidecar"]
 Block = Literal["xmp", "iptc", "exif"]
 XDEFAULT = 'lang="x-default"'
