@@ -26,11 +26,11 @@ def models_list(json_out: o.JsonOpt = False) -> None:
         render.emit_json(rows)
         return
     table = render.table(title="models", title_justify="left")
-    # The names are what people type (`ramcli models pull NAME`): never cut, folded if they must be.
-    table.add_column("name", no_wrap=True, overflow="fold", min_width=max((len(r["name"]) for r in rows), default=4))
-    for col in ("family", "installed", "size", "can"):
-        table.add_column(col)
-    table.add_column("what it is", ratio=1)
+    # The names are what people type (`ramcli models pull NAME`): never cut, whatever the width
+    # (" (default)" goes under the name when it must); the other columns fold rather than end in "…".
+    table.add_column("name", overflow="fold", min_width=max((len(r["name"]) for r in rows), default=4))
+    for col in ("family", "installed", "size", "can", "what it is"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         name = r["name"] + (" (default)" if r.get("default") else "")
         size = r.get("installed_size") or r.get("download_size") or ""
