@@ -188,8 +188,10 @@ def test_doctor_lists_are_empty_lists_when_empty(tmp_path: Path) -> None:
 
 def test_models_list_never_cuts_a_name(tiny_model) -> None:
     names = [r["name"] for r in json.loads(run_cli("models", "list", "--json").stdout)]
-    narrow = run_cli("models", "list", env={"COLUMNS": "60"})
-    assert narrow.returncode == 0
-    assert all(len(line) <= 60 for line in narrow.stdout.splitlines())
-    cells = {cell.strip() for line in narrow.stdout.splitlines() for cell in line.split("│")}
-    assert all(name in cells for name in names), (names, narrow.stdout)
+    for width in (60, 80, 120, 200):
+        listed = run_cli("models", "list", env={"COLUMNS": str(width)})
+        assert listed.returncode == 0
+        lines = listed.stdout.splitlines()
+        assert all(len(line) <= width for line in lines) and "…" not in listed.stdout
+        words = {w for line in lines for w in line.replace("│", " ").split()}
+        assert all(name in words for name in names), (width, listed.stdout)

@@ -25,10 +25,11 @@ def models_list(json_out: o.JsonOpt = False) -> None:
     if json_out:
         render.emit_json(rows)
         return
+    if render.out().width < 100:
+        render.out().print(_narrow_table(rows))
+        return
     table = render.table(title="models", title_justify="left")
-    # The names are what people type (`ramcli models pull NAME`): never cut, whatever the width
-    # (" (default)" goes under the name when it must); the other columns fold rather than end in "…".
-    table.add_column("name", overflow="fold", min_width=max((len(r["name"]) for r in rows), default=4))
+    table.add_column("name", no_wrap=True)
     for col in ("family", "installed", "size", "can", "what it is"):
         table.add_column(col, overflow="fold")
     for r in rows:
@@ -37,6 +38,21 @@ def models_list(json_out: o.JsonOpt = False) -> None:
         table.add_row(name, r["family"], "yes" if r["installed"] else "no", size, ", ".join(r.get("capabilities", [])),
                       r.get("title", ""))
     render.out().print(table)
+
+
+def _narrow_table(rows: list[dict[str, Any]]) -> Any:
+    """`models list` for a narrow terminal: the names whole (they are what people type), the
+    default marked with `*`, what each is folded; family and capabilities are in `--json`."""
+    table = render.table(title="models", title_justify="left", box=None, caption="* the default model; "
+                         "--json for family and capabilities", caption_justify="left")
+    table.add_column("name", no_wrap=True)
+    table.add_column("installed", overflow="fold")
+    table.add_column("size", no_wrap=True)
+    table.add_column("what it is", overflow="fold", ratio=1)
+    for r in rows:
+        table.add_row(r["name"] + (" *" if r.get("default") else ""), "yes" if r["installed"] else "no",
+                      r.get("installed_size") or r.get("download_size") or "", r.get("title", ""))
+    return table
 
 
 @models_app.command("pull")
