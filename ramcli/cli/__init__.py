@@ -34,9 +34,12 @@ def load_commands(first: list[str] | None = None) -> typer.Typer:
     """Register the commands (importing a command module registers its commands) and return the app.
 
     Why ``first``: a run that names a command imports only that command's module; the others'
-    option declarations are start-up time a `search` does not need. Anything else (no command,
-    a top-level option, a misspelt name) loads them all, for the listing and did-you-mean.
+    option declarations are start-up time a `search` does not need; `--version` needs none.
+    Anything else (no command, another top-level option, a misspelt name) loads them all, for
+    the listing and did-you-mean.
     """
+    if first == ["--version"]:  # answered while the root options are parsed: no command is built
+        return app
     wanted = COMMAND_MODULES.get(first[0]) if first else None
     for module in dict.fromkeys(COMMAND_MODULES.values()):
         if wanted is None or module == wanted:
