@@ -195,3 +195,19 @@ def test_models_list_never_cuts_a_name(tiny_model) -> None:
         assert all(len(line) <= width for line in lines) and "…" not in listed.stdout
         words = {w for line in lines for w in line.replace("│", " ").split()}
         assert all(name in words for name in names), (width, listed.stdout)
+
+
+@pytest.mark.parametrize("cmd", [["config"], ["config", "show"], ["config", "path"]], ids=" ".join)
+def test_config_commands_have_help_with_an_example(cmd: list[str]) -> None:
+    result = run_cli(*cmd, "--help")
+    assert result.returncode == 0 and "Example" in result.stdout
+
+
+def test_version_and_listing_with_the_lazy_command_modules() -> None:
+    """`--version` builds no command and a named command only its own module; the listing has all."""
+    from ramcli import __version__
+
+    assert run_cli("--version").stdout.strip() == f"ramcli {__version__}"
+    listing = run_cli("--help").stdout
+    assert all(f" {name} " in listing for name in ("tag", "untag", "config", "tags", "models"))
+    assert "Usage:" in run_cli("untag", "--help").stdout  # untag lives in the tag module
