@@ -7,8 +7,9 @@ code: 1 when some file failed or a command could not do its job, 2 for bad usage
 Modules: :mod:`.app` (the Typer app, root options, settings as defaults), :mod:`.options`
 (options shared by commands), :mod:`.render` (consoles, progress, the event renderer), and one
 module per command group: :mod:`.tag`, :mod:`.search`, :mod:`.tags`, :mod:`.models`,
-:mod:`.bench`, :mod:`.doctor`, :mod:`.config`. Importing them registers their commands; they
-import only typer and ramcli's light modules at the top, so a start costs little.
+:mod:`.bench`, :mod:`.doctor`, :mod:`.config`. Importing one registers its commands; `main`
+imports only the one the arguments name, :func:`load_commands` (no argument) all of them, for
+code that wants the whole Typer app (``load_commands()`` returns it).
 """
 
 from __future__ import annotations
