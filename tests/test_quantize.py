@@ -49,7 +49,7 @@ def test_int8_is_opt_in_and_says_how_to_get_it(q8_model, tmp_path: Path) -> None
     assert res.returncode == 1
     assert "tiny_q8" in res.stderr and "ramcli models quantize tiny_q8" in res.stderr
     bad = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--precision", "int4", str(photo))
-    assert bad.returncode == 2 and "--precision must be one of fp32, int8, fp16" in bad.stderr
+    assert bad.returncode == 2 and "Invalid value for '--precision'" in bad.stderr
 
 
 def test_quantize_writes_int8_graphs_runs_them_and_reports_agreement(q8_model, tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_draft_decoding_in_the_library_keeps_the_photos_size(q8_model, tmp_path:
     assert res.returncode == 0, res.stderr
     assert sqlite3.connect(index).execute("select width, height from images").fetchall() == [(2400, 1600)]
     bad = run_cli("tag", "--dry-run", "-m", "tiny_q8", "--decode", "fast", str(photo))
-    assert bad.returncode == 2 and "--decode must be auto, exact or draft" in bad.stderr
+    assert bad.returncode == 2 and "Invalid value for '--decode'" in bad.stderr
 
 
 def test_tag2text_quantizes_encoder_and_head_and_compares_captions(tmp_path: Path) -> None:

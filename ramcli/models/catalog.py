@@ -140,9 +140,9 @@ def doctor_report() -> dict[str, Any]:
         "cache": str(cache_dir()),
         "manifests": str(manifests_dir()),
         "index": str(index_path()),
-        "models_installed": [m.name for m in store.installed()] or ["(none)"],
+        "models_installed": [m.name for m in store.installed()],
         # converted by an earlier ramcli, without the few-tags head: search re-ranking and add-tag
         # use the full head, ~10x slower for that work, until the model is pulled or imported again
         "models_to_convert_again": [m.name for m in store.installed() if _writes_few_tags_head(m)
-                                    and not (m.path / store.HEAD_FEW).is_file()] or ["(none)"],
+                                    and not (m.path / store.HEAD_FEW).is_file()],
     }

@@ -60,7 +60,7 @@ class ReportSink:
         pass
 
     def early(self, event: Event) -> Event:
-        if event.status == "error":
+        if event.status in ("error", "skipped"):  # a report line each; skips get no --json line
             event.model = self.model
         return event
 

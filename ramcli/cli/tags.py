@@ -1,0 +1,295 @@
+"""`ramcli add-tag` and `ramcli tags ...`: your own tags; each change re-scores the library."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ramcli.cli import options as o
+from ramcli.cli import render
+from ramcli.cli.app import app, tags_app
+from ramcli.errors import RamcliError
+
+NoWriteOpt = Annotated[bool, typer.Option("--no-write", help="Update the index only; `ramcli tags apply` "
+                                                             "writes the files later.")]
+
+
+@contextmanager
+def _tag_index(index: Path | None, *, writer: bool = True, create: bool = False) -> Iterator[Any]:
+    """The index the vocabulary lives in; ``create``: a new library may get its tags before its photos."""
+    from ramcli.config import index_path
+    from ramcli.index import open_index
+
+    path = index or index_path()
+    if not path.is_file() and not create:
+        raise RamcliError("there is no index yet", path=path, hint="run `ramcli tag ~/Photos` first")
+    ix = open_index(path, writer=writer)
+    try:
+        yield ix
+    finally:
+        ix.close()
+
+
+def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json_out: bool,
+           removed_builtin: list[str] | None = None) -> None:
+    """Re-score ``changed`` tags over the whole library, with a progress bar; exit 1 if a photo failed."""
+    from ramcli.pipeline.rescore import Rescore, RescoreOptions
+
+    run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
+    with render.interrupted("run `ramcli tags apply` to finish"), render.progress("re-scoring", unit="images") as bar:
+        run.on_total, run.on_image = bar.total, bar.tick
+        render.render_events(run.events(), json_out=json_out)
+    c = run.counts
+    render.say(f"{c.get('scored', 0)} images re-scored ({c.get('reencoded', 0)} re-encoded: indexed without "
+               f"tokens), {c.get('updated', 0)} photos' keywords changed, {c.get('error', 0)} errors "
+               f"in {bar.elapsed():.1f} s")
+    if c.get("error", 0):
+        raise typer.Exit(1)
+
+
+@app.command("add-tag")
+def add_tag(
+    name: Annotated[str | None, typer.Argument(help="The tag, e.g. \"black-capped chickadee\".")] = None,
+    description: Annotated[list[str] | None, typer.Option(
+        "--description", "-d", help="What it looks like (repeatable); one embedding each, weighted per photo "
+                                    "as RAM++ does for its own tags.")] = None,
+    descriptions_file: Annotated[Path | None, typer.Option(
+        "--descriptions-file", help="Descriptions: text (one per line) or the authors' JSON "
+                                    "[{tag: [descriptions]}], which adds all its tags when NAME is left out.")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", min=0.0, max=1.0,
+                                                    help="Fires above this score (default 0.5).")] = None,
+    zh: Annotated[str | None, typer.Option("--zh", help="Chinese name.")] = None,
+    parent: Annotated[str | None, typer.Option("--parent", help="A broader tag it belongs under.")] = None,
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Add your own tag and apply it to every indexed photo, from stored embeddings (no re-encoding).
+
+    Example: `ramcli add-tag "grandma's garden" -d "a cottage garden with roses and a wooden bench"`
+
+    Without descriptions the tag's embedding comes from CLIP prompt templates. Again with the same
+    NAME: the tag is redefined. Photos tagged later get it too.
+    """
+    from ramcli.vocab import tagops
+
+    with render.errors(), _tag_index(index, create=True) as ix:
+        wanted = tagops.specs(name, description or [], descriptions_file, threshold, zh, parent)
+        tags = tagops.define(ix, wanted, render.say)
+        if json_out:
+            for t in tags:
+                render.emit_json({"added": t.as_dict()})
+        _apply(ix, tags, [], no_write, json_out)
+
+
+@tags_app.command("list")
+def tags_list(
+    custom_only: Annotated[bool, typer.Option("--custom", help="Only your own tags.")] = False,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Whose built-in tags.")] = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Tags: yours and the model's, with thresholds and how many photos carry each.
+
+    Example: `ramcli tags list --custom`
+    """
+    from ramcli.vocab import tagops
+
+    with render.errors(), _tag_index(index, writer=False) as ix:
+        rows = tagops.listing(ix, None if custom_only else tagops.main_model(ix, model), custom_only=custom_only)
+    if json_out:
+        for r in rows:
+            render.emit_json(r)
+        return
+    table = render.table(title=f"{len(rows)} tags", title_justify="left")
+    table.add_column("name", overflow="fold")
+    for col in ("中文", "source", "threshold", "photos", "state"):
+        table.add_column(col)
+    for r in rows:
+        state = r.get("state") or ("pending" if r.get("pending") else "on")
+        table.add_row(render.escape(r["name"]), render.escape(r.get("name_zh") or ""), r["source"],
+                      f"{r['threshold']:.2f}", str(r["photos"]), state)
+    render.out().print(table)
+
+
+@tags_app.command("show")
+def tags_show(
+    name: Annotated[str, typer.Argument(help="Tag name.")],
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """One tag: threshold, descriptions, how many photos carry it.
+
+    Example: `ramcli tags show "grandma's garden"`
+    """
+    from ramcli.vocab import custom, tagops
+
+    with render.errors(), _tag_index(index, writer=False) as ix:
+        model = None if custom.get(ix, name) else tagops.main_model(ix)
+        row = tagops.show(ix, name, model)
+    if json_out:
+        render.emit_json(row)
+        return
+    table = render.table(show_header=False, box=None)
+    for k, v in row.items():
+        if v is None or v == []:  # not set (no Chinese name, no parent): nothing to say
+            continue
+        table.add_row(k, render.escape("\n".join(v) if isinstance(v, list) else str(v)))
+    render.out().print(table)
+
+
+@tags_app.command("set")
+def tags_set(
+    name: Annotated[str, typer.Argument(help="Your tag's name.")],
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="New threshold.")],
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Change a custom tag's threshold and apply it to every photo.
+
+    Example: `ramcli tags set "grandma's garden" --threshold 0.6`
+    """
+    from ramcli.vocab import custom
+
+    with render.errors(), _tag_index(index) as ix:
+        _apply(ix, [custom.set_threshold(ix, name, threshold)], [], no_write, json_out)
+
+
+@tags_app.command("remove")
+def tags_remove(
+    name: Annotated[str, typer.Argument(help="Your tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Remove a custom tag: from the vocabulary, the index and the photos' keywords.
+
+    Example: `ramcli tags remove "grandma's garden"`
+    """
+    from ramcli.vocab import custom
+
+    with render.errors(), _tag_index(index) as ix:
+        _apply(ix, [], [custom.remove(ix, name).tag_index], no_write, json_out)
+
+
+@tags_app.command("disable")
+def tags_disable(
+    name: Annotated[str, typer.Argument(help="A built-in tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Switch a built-in tag off: it is no longer given, and leaves the photos that carry it.
+
+    Example: `ramcli tags disable "selfie"`   (undo: `ramcli tags enable selfie`)
+    """
+    from ramcli.vocab import custom, tagops
+
+    with render.errors(), _tag_index(index) as ix:
+        tagops.builtin_as_custom(tagops.main_model(ix), name)  # a name the model has
+        custom.set_disabled(ix, name, True)
+        _apply(ix, [], [], no_write, json_out, removed_builtin=[name])
+
+
+@tags_app.command("enable")
+def tags_enable(
+    name: Annotated[str, typer.Argument(help="A disabled built-in tag's name.")],
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Switch a disabled built-in tag back on, re-scoring it from the stored embeddings.
+
+    Example: `ramcli tags enable selfie`
+    """
+    from ramcli.vocab import custom, tagops
+
+    with render.errors(), _tag_index(index) as ix:
+        tag = tagops.builtin_as_custom(tagops.main_model(ix), name)
+        custom.set_disabled(ix, name, False)
+        _apply(ix, [tag], [], no_write, json_out)
+
+
+@tags_app.command("apply")
+def tags_apply(
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Finish pending work: tags added with --no-write or interrupted, keywords not yet in the files.
+
+    Example: `ramcli tags apply`
+    """
+    from ramcli.vocab import tagops
+
+    with render.errors(), _tag_index(index) as ix:
+        todo = tagops.pending(ix)
+        render.say(f"{len(todo)} pending tags, {len(tagops.orphans(ix))} removed ones to clean up")
+        _apply(ix, todo, tagops.orphans(ix), no_write, json_out)
+
+
+@tags_app.command("export")
+def tags_export(
+    file: Annotated[Path, typer.Argument(help="JSON file to write; `-`: standard output.")],
+    index: o.IndexOpt = None,
+) -> None:
+    """Write your tags (with their embeddings) and disabled built-ins to a file, to share or keep.
+
+    Example: `ramcli tags export birds.json`  or  `ramcli tags export - | ssh other ramcli tags import -`
+    """
+    from ramcli.vocab import custom
+
+    with render.errors(), _tag_index(index, writer=False) as ix, _through_stdio(file, write=True) as target:
+        n = custom.export_vocabulary(ix, target)
+    render.say(f"{n} tags written to {'standard output' if _is_stdio(file) else file}")
+
+
+@tags_app.command("import")
+def tags_import(
+    file: Annotated[Path, typer.Argument(help="A file from `ramcli tags export`; `-`: standard input.")],
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Add the tags of an exported vocabulary and apply them to every photo.
+
+    Example: `ramcli tags import birds.json`
+    """
+    from ramcli.vocab import custom, tagops
+
+    with render.errors(), _tag_index(index, create=True) as ix, _through_stdio(file, write=False) as source:
+        tags = tagops.import_vocabulary(ix, source, render.say)
+        off = sorted(custom.disabled(ix))
+        _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
+
+
+def _is_stdio(file: Path) -> bool:
+    return str(file) == "-"
+
+
+@contextmanager
+def _through_stdio(file: Path, *, write: bool) -> Iterator[Path]:
+    """``file`` itself, or for ``-`` a temporary file copied to stdout / filled from stdin.
+
+    Why a file: the vocabulary functions read and write paths (and name them in errors); a
+    vocabulary is a few MB at most.
+    """
+    if not _is_stdio(file):
+        yield file
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ramcli-vocab-") as tmp:
+        path = Path(tmp) / "standard input.json"
+        if not write:
+            path.write_bytes(sys.stdin.buffer.read())
+        yield path
+        if write:
+            sys.stdout.buffer.write(path.read_bytes())
+            sys.stdout.flush()
