@@ -32,7 +32,7 @@ import numpy as np
 
 from ramcli import metadata
 from ramcli.errors import ImageError, RamcliError
-from ramcli.index import EMBED_DIM, Index, PhotoRow
+from ramcli.index import Index, PhotoRow
 from ramcli.models import store
 from ramcli.models.families import family_of
 from ramcli.pipeline.events import Event
@@ -140,8 +140,7 @@ class Rescore:
         for h in hashes:
             cls, tok = rows[h]
             if tok is not None:
-                out.append(_Image(h, np.frombuffer(tok, np.float16).reshape(-1, EMBED_DIM),
-                                  np.frombuffer(cls, np.float32)))
+                out.append(_Image(h, tok, cls))  # as the index hands them: float16 tokens, float32 CLS
             else:
                 x = self._reencode(model, engine, h)
                 out.append(_Image(h, None if x is None else x.astype(np.float16), None if x is None else x[0]))

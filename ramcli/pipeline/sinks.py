@@ -19,11 +19,11 @@ from ramcli.errors import ImageError
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.events import Event
 from ramcli.pipeline.infer import Inferred, Item
-from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, vocab_zh
+from ramcli.pipeline.keywords import KeywordSync, Synced, keywords, one_line, vocab_zh
 from ramcli.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
-    from ramcli.index import Index, PhotoRow
+    from ramcli.index import Index
 
 
 class Sink(Protocol):
@@ -157,7 +157,7 @@ class WriteSink:
     def _batch(self, batch: list[Inferred]) -> Iterator[Event]:
         from ramcli.index import ImageRecord
 
-        records: list[tuple[Inferred, PhotoRow | None, Any]] = []
+        records: list[tuple[Inferred, Synced]] = []
         events: list[Event] = []
         with self.clock("metadata"):
             for item in batch:
@@ -168,11 +168,11 @@ class WriteSink:
                 except (ImageError, OSError) as err:
                     events.append(Event(path, "error", error=one_line(err, path)))
                     continue
-                records.append((item, None, done))
+                records.append((item, done))
                 events.append(Event(path, "tagged", tags=names, caption=item.caption))
         clip = self.tagger.clip_space
         with self.clock("index"), self.index.transaction():
-            for item, _, done in records:
+            for item, done in records:
                 p = item.prepared
                 assert p.hash is not None
                 self.index.put_image(ImageRecord(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,8 @@ EXPORT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class CustomTag:
-    id: int
-    name: str
-    name_zh: str | None
-    parent: str | None
-    threshold: float
-    descriptions: tuple[str, ...]
-    embeds: np.ndarray  # (D, 512) float32, L2-normalised rows
-    encoder: str
-    dirty: bool  # defined or changed, not yet applied to every indexed photo
+class CustomTag(CustomTagRow):
+    """A custom tag as the vocabulary uses it: the index's row, plus its place among tag indices."""
 
     @property
     def tag_index(self) -> int:
@@ -84,7 +76,7 @@ def label_embeds(name: str, descriptions: Iterable[str], embed: Embed) -> np.nda
 
 
 def _tag(r: CustomTagRow) -> CustomTag:
-    return CustomTag(r.id, r.name, r.name_zh, r.parent, r.threshold, r.descriptions, r.embeds, r.encoder, r.dirty)
+    return CustomTag(**{f.name: getattr(r, f.name) for f in fields(r)})
 
 
 def load(index: Index) -> list[CustomTag]:
