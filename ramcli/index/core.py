@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "counters", "custom_tags",
-                     "disabled_tags"})
+                     "disabled_tags", "writes", "failures"})
 
 
 class Index(Photos, Images, Vocabulary, Queries, Runs):

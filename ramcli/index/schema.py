@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ramcli.errors import RamcliError
 from ramcli.index.connection import utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class _Executes(Protocol):
@@ -73,8 +73,24 @@ def _v4(db: Any) -> None:
     db.execute("alter table photos add column written_caption text")
 
 
+def _v5(db: Any) -> None:
+    """Nothing lost, ever. ``writes``: per file ramcli rewrote (a photo or its sidecar), the journal of
+    that write and how to undo it. A row is committed with ``pending = 1`` *before* the file is
+    replaced (the write-ahead intent: planned keywords, the new file's sha256) and cleared in the
+    batch's index transaction, so a kill at any instant is recovered by the next run. ``recipe``
+    rebuilds the file as it was before ramcli's first write from the current bytes (NULL: no exact
+    undo is possible); ``prev_*`` hold the row's values before the pending write, restored when the
+    write never happened. ``failures``: files that could not be tagged, by (size, mtime), so a re-run
+    does not retry them until they change."""
+    db["writes"].create({"target": str, "photo": str, "recipe": bytes, "after_sha": str, "prev_recipe": bytes,
+                         "prev_after_sha": str, "pending": int, "keywords": str, "written_at": str}, pk="target")
+    db["writes"].create_index(["photo"])
+    db["failures"].create({"path": str, "size": int, "mtime_ns": int, "model": str, "error": str,
+                           "failed_at": str}, pk="path")
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5]
 
 
 def schema_version(db: _Executes) -> int:
