@@ -39,11 +39,25 @@ def shared() -> Path:
     return SHARED
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess, as a user runs it."""
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a user runs it (no timeout by default: a loaded machine is slow)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([sys.executable, "-m", "ramcli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, check=False)
+
+
+def add_user_keywords(path: Path, keywords: list[str]) -> None:
+    """Another program adds keywords to a photo (dc:subject and IPTC, as Lightroom would): not ramcli's
+    writer, which would record them as ramcli's own."""
+    import pyexiv2
+
+    with pyexiv2.Image(str(path)) as img:
+        xmp = img.read_xmp().get("Xmp.dc.subject") or []
+        iptc = img.read_iptc().get("Iptc.Application2.Keywords") or []
+        img.modify_xmp({"Xmp.dc.subject": [*xmp, *keywords]})
+        if path.suffix.lower() in (".jpg", ".jpeg", ".tif", ".tiff"):
+            img.modify_iptc({"Iptc.Envelope.CharacterSet": "\x1b%G", "Iptc.Application2.Keywords": [*iptc, *keywords]})
 
 
 def write_tag_files(folder: Path, count: int = TINY_TAGS) -> dict[str, Path]:

@@ -239,7 +239,7 @@ def test_no_torch_or_open_clip_at_run_time() -> None:
             "assert ids.shape == (2, 77), ids.shape\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')))\n")
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, check=False)
+                          cwd=REPO, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]

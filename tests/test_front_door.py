@@ -54,7 +54,7 @@ def test_library_tags_searches_and_adds_a_tag(tmp_path, tiny_model, clip_model) 
     assert [t["name"] for t in lib.tags(custom_only=True)] == ["my garden"]
 
     gone = list(lib.untag([folder]))
-    assert [e.status for e in gone] == ["untagged"] * 3 and all(_subjects(p) == [] for p in photos)
+    assert [e.status for e in gone] == ["restored"] * 3 and all(_subjects(p) == [] for p in photos)
 
 
 def test_library_without_index_says_so(tmp_path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ramcli"
 LAYERS = [
-    {"errors", "config", "hashing", "settings", ""},
+    {"errors", "config", "hashing", "settings", "faults", ""},
     {"models.store", "models.families"},
     {"runtime"},
     {"models", "models.convert"},

@@ -116,6 +116,10 @@ def untag(
 ) -> None:
     """Remove exactly the keywords ramcli wrote (your own stay), and forget the photos in the index.
 
+    A file nobody changed since ramcli wrote it gets its original bytes back ("restored"); one changed
+    since gets ramcli's keywords and caption removed ("untagged"). Each file's own record of what ramcli
+    wrote is read, so this works with a lost or a different index too.
+
     Example: `ramcli untag ~/Photos/2019`
     """
     from ramcli import Library
@@ -127,6 +131,7 @@ def untag(
             counts = render.render_events(run, json_out=json_out, bar=bar)
     failed = counts["error"]
     if not json_out:
-        render.say(f"{counts.total() - failed} untagged, {failed} errors")
+        render.say(f"{counts['restored']} restored byte for byte, {counts['untagged']} untagged "
+                   f"(ramcli's keywords removed; changed since ramcli wrote them), {failed} errors")
     if failed:
         raise typer.Exit(1)

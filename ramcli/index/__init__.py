@@ -16,7 +16,8 @@ What is stored, and why it is split this way:
 
 Modules, one owner each: ``schema`` (version, migrations), ``connection`` (opening the file,
 sqlite-utils), ``lock`` (one writer), ``rows`` (the typed rows), and the method groups that
-``core.Index`` composes: ``photos``, ``images``, ``vocabulary``, ``queries``, ``runs``.
+``core.Index`` composes: ``photos``, ``images``, ``vocabulary``, ``queries``, ``runs``, ``writes``
+(the write journal and undo recipes).
 
 One writer at a time: ``open_index(..., writer=True)`` takes an exclusive lock file beside the
 database; a second writer gets a clear error instead of waiting silently.
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 from ramcli.index.core import Index, open_index
 from ramcli.index.queries import PhotoFilter
-from ramcli.index.rows import EMBED_DIM, CustomTagRow, ImageRecord, PhotoRef, PhotoRow
+from ramcli.index.rows import EMBED_DIM, CustomTagRow, ImageRecord, PhotoRef, PhotoRow, WriteRow
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "ImageRecord", "Index", "PhotoFilter",
-           "PhotoRef", "PhotoRow", "migrate", "open_index", "schema_version"]
+           "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]

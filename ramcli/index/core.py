@@ -18,6 +18,7 @@ from ramcli.index.queries import Queries
 from ramcli.index.runs import Runs
 from ramcli.index.schema import migrate
 from ramcli.index.vocabulary import Vocabulary
+from ramcli.index.writes import Writes
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -26,7 +27,7 @@ _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "c
                      "disabled_tags", "writes", "failures"})
 
 
-class Index(Photos, Images, Vocabulary, Queries, Runs):
+class Index(Photos, Images, Vocabulary, Queries, Runs, Writes):
     """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
     transaction per batch, so a batch lands whole or not at all."""
 

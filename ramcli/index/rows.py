@@ -56,3 +56,17 @@ class CustomTagRow:
 
 # (path, hash, taken_at) of one photo, as search reports it
 PhotoRef = tuple[str, str, str | None]
+
+
+@dataclass(frozen=True)
+class WriteRow:
+    """The journal of one file ramcli rewrote (a photo or its sidecar), and how to undo it."""
+
+    target: str  # the file written: the photo or its sidecar
+    photo: str
+    recipe: bytes | None  # rebuilds the file before ramcli's first write from the file now (None: no exact undo)
+    after_sha: str  # sha256 of the file as ramcli left it ("absent": ramcli deleted it)
+    keywords: list[str]  # ramcli's keywords in that file
+    pending: bool = False  # committed before the replace; cleared with the batch's index rows
+    prev_recipe: bytes | None = None  # the row before the pending write (restored if the write never happened)
+    prev_after_sha: str | None = None

@@ -19,26 +19,27 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ramcli import faults
 from ramcli.errors import ImageError
-from ramcli.metadata import exiv, safefile
+from ramcli.metadata import exiv, provenance, safefile
 from ramcli.metadata.exiv import UTF8, Snapshot
 from ramcli.metadata.fields import FIELDS, CaptionChange, CaptionStatus, caption, keywords
-from ramcli.metadata.imagedata import image_digest
+from ramcli.metadata.imagedata import image_digest, xmp_packets
 from ramcli.metadata.safefile import State, guard, state, writable
 from ramcli.metadata.safefile import atomic_write as _atomic_write
-from ramcli.metadata.sidecar import EMBED, EMPTY_PACKET, sidecar_paths
+from ramcli.metadata.sidecar import EMBED, EMPTY_PACKET, sidecar_paths, stem_shared
 from ramcli.metadata.sidecar import sidecar_path as _sidecar_path
 from ramcli.metadata.sidecar import storage_for as _storage_for
 from ramcli.metadata.styles import Style
 from ramcli.metadata.text import blank, clean_caption, clean_keywords, fold, nfc
 
-__all__ = ["EMBED", "UTF8", "CaptionStatus", "WriteOptions", "WriteResult", "read_caption", "read_keywords",
-           "remove_keywords", "sidecar_path", "storage_for", "write_keywords"]
-_SCHEMA: tuple[Style, ...] = tuple(s for f in FIELDS for s in f.styles)
+__all__ = ["EMBED", "UTF8", "CaptionStatus", "Intent", "Journal", "WriteOptions", "WriteResult", "read_caption",
+           "read_keywords", "remove_keywords", "sidecar_path", "storage_for", "write_keywords"]
+_SCHEMA: tuple[Style, ...] = (*(s for f in FIELDS for s in f.styles), *provenance.STYLES)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,31 @@ class WriteResult:
     # replacing ramcli's previous one, or the user's with overwrite), "unchanged" (already held it), "kept"
     # (a description of the user's is there: left alone, ours not written/not removed), "removed" (untag).
     caption_status: CaptionStatus | None = None
+    # What is ramcli's in the file after the call (from the file's own record where it has one).
+    ours: list[str] = field(default_factory=list)
+    caption_ours: str | None = None
+
+    @property
+    def storage(self) -> str:
+        """Where the keywords are: "embed", "sidecar-ext" (photo.jpg.xmp) or "sidecar-stem" (photo.xmp)."""
+        if not self.sidecar:
+            return "embed"
+        return "sidecar-ext" if self.target.name == self.path.name + ".xmp" else "sidecar-stem"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A file about to be replaced, as the journal hears of it before the replace (the write-ahead intent)."""
+
+    photo: Path
+    target: Path  # the photo itself or its sidecar
+    old: bytes | None  # None: the target did not exist (a new sidecar)
+    new: bytes | None  # None: the target is about to be deleted (an emptied sidecar)
+    claimed: bool  # the old file already held something of ramcli's
+    keywords: list[str]  # ramcli's keywords in the new file
+
+
+Journal = Callable[[Intent], None]
 
 
 def storage_for(path: Path, opts: WriteOptions) -> str:
@@ -126,7 +152,8 @@ def read_caption(path: Path, opts: WriteOptions = WriteOptions()) -> str | None:
 
 def write_keywords(path: Path, ours: list[str], previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
                    caption: str | None = None, previous_caption: str | None = None,
-                   overwrite_description: bool = False) -> WriteResult:
+                   overwrite_description: bool = False, model: str | None = None,
+                   journal: Journal | None = None) -> WriteResult:
     """Make the photo carry ``ours``; drop what is in ``previous_ours`` but no longer in ``ours``.
 
     Keywords are NFC-normalised and stripped. A keyword already present in a field in any letter case is
@@ -144,11 +171,12 @@ def write_keywords(path: Path, ours: list[str], previous_ours: list[str], opts: 
     change = None if caption is None else CaptionChange(clean_caption(caption) or None,
                                                          clean_caption(previous_caption or "") or None,
                                                          overwrite_description)
-    return _update(Path(path), clean_keywords(ours), clean_keywords(previous_ours), opts, change)
+    return _update(Path(path), clean_keywords(ours), clean_keywords(previous_ours), opts, change, model=model,
+                   journal=journal)
 
 
 def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
-                    previous_caption: str | None = None) -> WriteResult:
+                    previous_caption: str | None = None, journal: Journal | None = None) -> WriteResult:
     """``ramcli untag``: remove exactly ``previous_ours`` from every field of the storage ``opts`` selects.
 
     ``previous_caption`` (what ramcli wrote) is removed from each description field that still holds
@@ -157,64 +185,115 @@ def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = W
     empty sidecar carries nothing); a sidecar with anything else in it (another app's data) stays.
     """
     previous = clean_caption(previous_caption or "") or None
-    change = None if previous is None else CaptionChange(None, previous, False)
-    return _update(Path(path), [], clean_keywords(previous_ours), opts, change)
+    change = CaptionChange(None, previous, False)
+    return _update(Path(path), [], clean_keywords(previous_ours), opts, change, journal=journal, forget=True)
 
 
 # --- one update: read, plan per field, check, replace ------------------------------------------------
 
 
 def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions,
-            change: CaptionChange | None = None) -> WriteResult:
-    """Read the target, plan per field, and write only if the plan is not empty."""
-    stale = [k for k in previous if k not in ours]
+            change: CaptionChange | None = None, *, model: str | None = None, journal: Journal | None = None,
+            forget: bool = False) -> WriteResult:
+    """Read the target, plan per field (and ramcli's record), and write only if the plan is not empty.
+
+    ``forget`` (untag): ramcli's record goes with everything it lists.
+    """
     side = storage_for(path, opts) == "sidecar"
     photo_st = guard(os.stat, path)  # before any read: our reads must not move the atime we restore
     real = sidecar_path(path, opts) if side else Path(os.path.realpath(path))
     before = state(real)  # compared again just before the rename: another writer's change wins
     data = guard(Path.read_bytes, real) if before else EMPTY_PACKET
+    if not side and xmp_packets(data) > 1:
+        # exiv2 keeps one XMP packet and drops the others: the user's data in a second packet would be lost
+        return _update(path, ours, previous, replace(opts, sidecar=True), change, model=model, journal=journal,
+                       forget=forget)
     if side and before and not writable(real):
         raise ImageError("its sidecar is read-only", path=real, hint="make it writable to update the keywords")
     snap = _snapshot(data, real, keywords.styles_for("sidecar") if side else None, captions=change is not None)
     values, kind = snap.values, snap.kind
+    record = provenance.read(values)
+    if side and opts.sidecar_name == "stem" and (
+            (record is not None and record.photo not in (None, path.name))
+            or (not forget and stem_shared(path) and (record is None or record.photo != path.name))):
+        # photo.xmp is (or could be) another photo's sidecar: never share it, never empty it
+        if forget:
+            return WriteResult(path, real, side, [], [], False, None)
+        return _update(path, ours, previous, replace(opts, sidecar_name="ext"), change, model=model,
+                       journal=journal)
+    if record is not None:  # the file's own record wins over what the caller (the index) remembers
+        previous = list(record.keywords)
+        if change is not None:
+            change = CaptionChange(change.text, record.caption, change.overwrite)
     foreign = _embedded_captions(path) if side and change is not None else []
     if not snap.iptc_writable:  # legacy 8-bit IPTC: read it, never rewrite it
         for s in [s for s in values if s.block == "iptc"]:
             held = values.pop(s)
             if s in caption.styles:
                 foreign.append(held)
-    plan = keywords.plan(values, kind, ours, stale, opts.hierarchical_root, opts.ancestry)
+    carried = {fold(v) for s in keywords.plain_styles for v in values.get(s, [])}
+    exact = {nfc(v) for s in keywords.plain_styles for v in values.get(s, [])}
+    # A keyword of ours the user removed (in any app) is a rejection: never written again. dc:subject is
+    # the field every app edits; Windows' XPKeywords or IPTC left behind by an older app do not count.
+    subject = {fold(v) for v in values.get(keywords.primary, [])}
+    refused = [] if record is None else list(dict.fromkeys(
+        [*record.rejected, *(k for k in record.keywords if fold(k) not in subject)]))
+    want = [k for k in ours if k not in refused]
+    stale = [k for k in previous if k not in want]
+    plan = keywords.plan(values, kind, want, stale, opts.hierarchical_root, opts.ancestry)
     status: CaptionStatus | None = None
     if change is not None:
         caption_plan, status = caption.plan(values, kind, change, foreign)
         plan.update(caption_plan)
-    carried = {fold(v) for s in keywords.plain_styles for v in values.get(s, [])}
-    exact = {nfc(v) for s in keywords.plain_styles for v in values.get(s, [])}
-    result = WriteResult(path, real, side, [k for k in ours if fold(k) not in carried],
-                         [k for k in stale if k in exact], bool(plan), status)
+    mine = [k for k in want if k in previous or fold(k) not in carried]
+    if change is None:
+        caption_ours = record.caption if record is not None else None
+    elif change.text is None or status == "removed":
+        caption_ours = None
+    else:
+        caption_ours = change.text if status in ("written", "unchanged") else change.previous
+    after = None if forget else provenance.Record(tuple(mine), caption_ours, tuple(refused),
+                                                   path.name if side else None,
+                                                   model=model or (record.model if record else None))
+    if (record is not None or (after is not None and not after.empty)) and (plan or after != record):
+        plan.update(provenance.plan(after))
+    result = WriteResult(path, real, side, [k for k in want if fold(k) not in carried],
+                         [k for k in stale if k in exact], bool(plan), status, mine, caption_ours)
     if plan:
-        _write(path, real, data, kind, plan, before=before, photo_st=photo_st, opts=opts)
+        claimed = record is not None or any(nfc(k) in exact for k in previous)
+        _write(path, real, data, kind, plan, before=before, photo_st=photo_st, opts=opts,
+               journal=journal, claimed=claimed, keywords=mine, fault="untag-after-replace" if forget else
+               "after-replace")
     return result
 
 
 def _write(path: Path, real: Path, data: bytes, kind: str, plan: dict[Style, list[str]], *,
-           before: State | None, photo_st: os.stat_result, opts: WriteOptions) -> None:
-    """Apply ``plan`` to ``data`` and put the result at ``real`` (the photo or its sidecar), safely."""
+           before: State | None, photo_st: os.stat_result, opts: WriteOptions, journal: Journal | None,
+           claimed: bool, keywords: list[str], fault: str) -> None:
+    """Apply ``plan`` to ``data`` and put the result at ``real`` (the photo or its sidecar), safely.
+
+    The journal hears of the write (old and new bytes) before the file is replaced: that is the
+    write-ahead intent a killed run is recovered from, and where the undo recipe comes from.
+    """
     side = kind == "sidecar"
     if side and not writable(real.parent):
         raise ImageError("its folder is read-only, so no sidecar can be written", path=path,
                          hint="make the folder writable, or tag a writable copy")
     pixels = None if side else image_digest(data, kind, real, validate=True)
     out = _apply(data, real, kind, plan)
-    if out is None:  # a sidecar left empty
-        safefile.remove(real, before, path, "its emptied sidecar")
-        return
-    if pixels is not None and image_digest(out, kind, real, validate=False) != pixels:
+    if pixels is not None and out is not None and image_digest(out, kind, real, validate=False) != pixels:
         raise ImageError("writing metadata would change the image data; file left untouched", path=path,
                          hint="please report this file; use --sidecar meanwhile")
-    mode = stat.S_IMODE(photo_st.st_mode) & 0o666 | stat.S_IWUSR  # a new sidecar: like its photo, but writable
-    times = None if side or opts.touch else (photo_st.st_atime_ns, photo_st.st_mtime_ns)  # as before our read
-    _atomic_write(real, out, before, times=times, new_mode=mode, path=path)
+    if journal is not None:
+        journal(Intent(path, real, data if before else None, out, claimed, keywords))
+    faults.point("before-replace")
+    if out is None:  # a sidecar left empty
+        safefile.remove(real, before, path, "its emptied sidecar")
+    else:
+        mode = stat.S_IMODE(photo_st.st_mode) & 0o666 | stat.S_IWUSR  # a new sidecar: like its photo, but writable
+        times = None if side or opts.touch else (photo_st.st_atime_ns, photo_st.st_mtime_ns)  # as before our read
+        _atomic_write(real, out, before, times=times, new_mode=mode, path=path)
+    faults.point(fault)
 
 
 def _apply(data: bytes, path: Path, kind: str, plan: dict[Style, list[str]]) -> bytes | None:
@@ -230,15 +309,14 @@ def _apply(data: bytes, path: Path, kind: str, plan: dict[Style, list[str]]) -> 
 
 
 def _snapshot(data: bytes, path: Path, styles: Sequence[Style] | None, *, captions: bool = False) -> Snapshot:
-    """What a file holds: ``styles``, or (None) the keyword styles of its kind, which must be embeddable.
-
-    ``captions`` adds the kind's caption styles (read only when a call involves a caption).
+    """What a file holds: ``styles``, or (None) the keyword styles of its kind, which must be embeddable,
+    and ramcli's record. ``captions`` adds the kind's caption styles (read only when a call involves a caption).
     """
     def want(kind: str | None, mime: str) -> tuple[Style, ...]:
         if styles is None and kind in (None, "sidecar"):
             raise ImageError(f"cannot embed keywords in {mime} files", path=path, hint="use --sidecar")
         chosen = tuple(styles) if styles is not None else keywords.styles_for(kind or "sidecar")
-        return chosen + (caption.styles_for(kind or "sidecar") if captions else ())
+        return chosen + (caption.styles_for(kind or "sidecar") if captions else ()) + provenance.STYLES
 
     return exiv.read(data, path, want)
 

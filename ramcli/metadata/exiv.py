@@ -13,6 +13,7 @@ and a WebP whose XMP became empty loses its XMP chunk (exiv2 would keep the old 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,15 +22,24 @@ from pathlib import Path
 import pyexiv2
 
 from ramcli.errors import ImageError, first_line
-from ramcli.metadata.imagedata import webp_without_xmp
+from ramcli.metadata import provenance
+from ramcli.metadata.imagedata import webp_simple_again, webp_without_xmp
 from ramcli.metadata.styles import Style, as_list
 
 pyexiv2.set_log_level(3)
+pyexiv2.registerNs(provenance.NAMESPACE, provenance.PREFIX)  # ramcli's record in each file (``provenance``)
 LOCK = threading.Lock()
 UTF8 = "\x1b%G"  # IPTC CodedCharacterSet for UTF-8
 CHARSET = "Iptc.Envelope.CharacterSet"
 _MIME = {"image/jpeg": "jpeg", "image/tiff": "tiff", "image/png": "png", "image/webp": "webp"}
 _SIDECAR_MIME = "application/rdf+xml"
+# IPTC datasets that carry nothing by themselves (exiv2/ramcli add them around keywords)
+_IPTC_ENVELOPE = {CHARSET, "Iptc.Envelope.ModelVersion", "Iptc.Application2.RecordVersion"}
+# exiv2 writes MicrosoftPhoto's namespace with a final slash (as Windows does); exiftool and other writers
+# use it without. Whichever form a photo had is the form it keeps.
+_MS_URI = (b'xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0/"',
+           b'xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0" ')
+_MS_NO_SLASH = re.compile(rb"""xmlns:MicrosoftPhoto=['"]http://ns\.microsoft\.com/photo/1\.0['"]""")
 
 
 @dataclass(frozen=True)
@@ -130,10 +140,13 @@ def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
             todo = changes(plan, kind)
             if todo["iptc"]:
                 img.modify_iptc(todo["iptc"])
+                if kind != "sidecar" and set(img.read_iptc(encoding="latin-1")) <= _IPTC_ENVELOPE:
+                    img.clear_iptc()  # only the UTF-8 declaration left: no IPTC block at all, as before ramcli
             if todo["exif"]:
                 img.modify_exif(todo["exif"])
-            emptied = False
+            emptied = keep_ms_uri = False
             if todo["xmp"]:
+                keep_ms_uri = _MS_NO_SLASH.search(data) is not None  # the file's bytes: exiv2 shows its own form
                 img.modify_xmp(todo["xmp"])
                 if not img.read_xmp():  # nothing left: exiv2 would keep the old packet (sidecar, WebP)
                     if kind == "sidecar":
@@ -148,6 +161,12 @@ def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
             out = img.get_bytes()
             if emptied:
                 out = webp_without_xmp(out, path)
+            if keep_ms_uri and kind != "png":  # exiv2 re-parses any packet it is given: patch its bytes instead,
+                # at the same length (a space for the slash), so no segment length or offset moves; PNG's
+                # chunk CRC would, so PNG keeps exiv2's form
+                out = out.replace(*_MS_URI)
+            if emptied:  # nothing left for the extended header to announce: the simple layout, as before
+                out = webp_simple_again(out)
         except RuntimeError as exc:
             raise ImageError(f"exiv2 could not write the metadata ({first_line(exc)})", path=path) from None
         finally:

@@ -112,6 +112,25 @@ def jpeg_image_data(data: bytes, path: Path) -> bytes:
     raise ImageError("corrupt or truncated JPEG (no image data found)", path=path, hint="check the file")
 
 
+XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
+
+
+def xmp_packets(data: bytes) -> int:
+    """How many standard XMP packets (APP1 segments) a JPEG holds; 0 for other formats.
+
+    The standard allows one; files with two exist in the wild, and exiv2 keeps only one of them when it
+    rewrites the file, so a second one means "do not embed".
+    """
+    if data[:2] != SOI:
+        return 0
+    f = io.BytesIO(data)
+    count = 0
+    for segment in jpeg_segments(f):
+        if segment.marker == 0xE1 and data[segment.start + 4:segment.start + 4 + len(XMP_ID)] == XMP_ID:
+            count += 1
+    return count
+
+
 def webp_without_xmp(data: bytes, path: Path) -> bytes:
     """Drop a WebP's "XMP " chunk and its VP8X flag (exiv2 keeps the old chunk when XMP becomes empty)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
@@ -127,6 +146,24 @@ def webp_without_xmp(data: bytes, path: Path) -> bytes:
         i += len(chunk)
     out[4:8] = (len(out) - 8).to_bytes(4, "little")
     return bytes(out)
+
+
+def webp_simple_again(out: bytes) -> bytes:
+    """``out`` in the simple WebP layout when its extended header (VP8X) announces nothing (no alpha,
+    EXIF, XMP, ICC or animation) and one VP8/VP8L chunk follows: the two are the same picture (the
+    canvas of a still image is its frame), so untag leaves no format upgrade behind."""
+    if out[12:16] != b"VP8X":
+        return out
+    size = int.from_bytes(out[16:20], "little")
+    if size != 10 or any(out[20:24]):  # flags (alpha, EXIF, XMP, ICC, animation) and reserved bits
+        return out
+    rest = out[20 + size:]
+    if rest[:4] not in (b"VP8 ", b"VP8L"):
+        return out
+    chunk = int.from_bytes(rest[4:8], "little")
+    if 8 + chunk + (chunk & 1) != len(rest):  # another chunk follows: keep the extended layout
+        return out
+    return b"RIFF" + (4 + len(rest)).to_bytes(4, "little") + b"WEBP" + rest
 
 
 def image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:

@@ -49,6 +49,24 @@ def sidecar_path(path: Path, naming: str) -> Path:
     return path.with_name(path.name + ".xmp")
 
 
+# Photo suffixes that may share a stem with another photo (and so a Lightroom-style sidecar name).
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".hif", ".avif",
+                   ".gif", ".bmp", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw")
+
+
+def stem_shared(path: Path) -> bool:
+    """Another photo beside ``path`` has the same stem (``same.gif`` and ``same.bmp``): ``same.xmp``
+    cannot be both photos' sidecar. One stat per candidate suffix, not a folder listing (which would
+    cost O(folder) per photo)."""
+    path = Path(path)
+    for suffix in _PHOTO_SUFFIXES:
+        for s in (suffix, suffix.upper()):
+            other = path.with_suffix(s)
+            if other.name != path.name and other.is_file():
+                return True
+    return False
+
+
 def sidecar_paths(path: Path) -> list[Path]:
     """Both namings, the default first: where a photo's sidecar may be found."""
     return [sidecar_path(path, naming) for naming in ("ext", "stem")]

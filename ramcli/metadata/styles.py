@@ -307,3 +307,16 @@ class IptcText(TextStyle):
 
     def encode(self, entries: list[str]) -> object:
         return self.plain(entries)
+
+
+@dataclass(frozen=True)
+class XmpText(TextStyle):
+    """A simple XMP text property (ramcli's own record: model, date, caption)."""
+
+    block: ClassVar[Block] = "xmp"
+
+    def decode(self, raw: object) -> list[str]:
+        return [raw] if isinstance(raw, str) and raw else []
+
+    def encode(self, entries: list[str]) -> object:
+        return self.plain(entries)

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from ramcli.runtime.tagging import Tag
 
 #: Every status an event can have, in the order a run's summary lists them.
-STATUSES = ("tagged", "retagged", "unchanged", "updated", "moved", "copied", "pruned", "untagged", "skipped",
-            "error")
+STATUSES = ("tagged", "retagged", "unchanged", "updated", "moved", "copied", "pruned", "restored", "untagged",
+            "skipped", "error")
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ramcli.errors import RamcliError, first_line
 
 if TYPE_CHECKING:
     from ramcli.index import PhotoRow
+    from ramcli.pipeline.journal import Journal
     from ramcli.runtime.vocabulary import Vocabulary
 
 LANGS = ("en", "zh", "both")
@@ -83,10 +84,17 @@ class KeywordSync:
     """
 
     def __init__(self, options: metadata.WriteOptions, *, write: bool = True,
-                 overwrite_description: bool = False) -> None:
+                 overwrite_description: bool = False, journal: Journal | None = None, model: str | None = None) -> None:
         self.options = options
         self.write = write
         self.overwrite_description = overwrite_description
+        self.journal = journal  # the index's write-ahead journal (None: a dry run or a test without an index)
+        self.model = model  # named in ramcli's record in each file
+
+    def settle(self) -> None:
+        """Inside the transaction committing the synced photos' rows (see ``journal``)."""
+        if self.journal is not None:
+            self.journal.settle()
 
     def sync(self, path: Path, names: list[str], row: PhotoRow | None, caption: str | None = None, *,
              where_recorded: bool = False) -> Synced:
@@ -104,18 +112,43 @@ class KeywordSync:
             return Synced(previous, storage, before)
         opts = storage_options(storage, self.options) if where_recorded else self.options
         result = metadata.write_keywords(path, names, previous, opts, caption=caption, previous_caption=before,
-                                         overwrite_description=self.overwrite_description)
-        ours = [k for k in names if k in previous or k in result.added]
+                                         overwrite_description=self.overwrite_description, model=self.model,
+                                         journal=self.journal)
         if where_recorded:
-            return Synced(ours, storage, before, result.changed)
-        status = result.caption_status
-        written_caption = caption if status in ("written", "unchanged") else None if status == "removed" else before
-        return Synced(ours, f"sidecar-{opts.sidecar_name}" if result.sidecar else "embed", written_caption,
-                      result.changed)
+            return Synced(result.ours, storage, before, result.changed)
+        written_caption = result.caption_ours if caption is not None else before
+        return Synced(result.ours, result.storage, written_caption, result.changed)
 
-    def remove(self, row: PhotoRow) -> None:
-        """`untag`: remove exactly what the row says ramcli wrote, from where it wrote it."""
-        path = Path(row.path)
-        if self.write and (row.written or row.written_caption) and path.exists():
-            metadata.remove_keywords(path, row.written, storage_options(row.storage, self.options),
-                                     previous_caption=row.written_caption)
+    def remove(self, path: Path, row: PhotoRow | None = None) -> str | None:
+        """`untag`: remove what ramcli wrote into ``path``; returns how: "restored" (byte for byte, from the
+        journal's recipe), "untagged" (ramcli's fields removed), or None (nothing of ramcli's was there).
+
+        Every place ramcli may have written is looked at (the photo, both sidecar namings), and the file's
+        own record says what is ramcli's, so this works with a lost or different index too; ``row`` (the
+        index's memory) is the fallback for files written before records existed.
+        """
+        if not self.write or not path.exists():
+            return "untagged" if row is not None else None
+        if self.journal is not None and self.journal.restore(path):
+            return "restored"
+        changed = False
+        for storage in places(path):
+            recorded = row is not None and storage == (row.storage or "embed")
+            result = metadata.remove_keywords(path, row.written if recorded and row else [],
+                                              storage_options(storage, self.options),
+                                              previous_caption=row.written_caption if recorded and row else None,
+                                              journal=self.journal)
+            changed = changed or result.changed
+        return "untagged" if changed or row is not None else None
+
+
+def places(path: Path) -> list[str]:
+    """Where ramcli may have written ``path``'s keywords: the photo itself (when it can be), and each
+    sidecar naming that exists."""
+    found = []
+    if metadata.storage_for(path, metadata.WriteOptions()) == "embed":
+        found.append("embed")
+    for naming in ("ext", "stem"):
+        if metadata.sidecar_path(path, metadata.WriteOptions(sidecar_name=naming)).is_file():
+            found.append(f"sidecar-{naming}")
+    return found

@@ -36,6 +36,7 @@ from ramcli.index import Index, PhotoRow
 from ramcli.models import store
 from ramcli.models.families import family_of
 from ramcli.pipeline.events import Event
+from ramcli.pipeline.journal import Journal
 from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, zh_names
 from ramcli.runtime.engine import Engine, EngineOptions
 from ramcli.runtime.images import load_input
@@ -79,7 +80,7 @@ class Rescore:
         self.removed_builtin = removed_builtin or []
         # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
         self.opts = replace(opts, write_options=replace(opts.write_options, ancestry=custom.ancestry(index)))
-        self.sync = KeywordSync(self.opts.write_options)
+        self.sync = KeywordSync(self.opts.write_options, journal=Journal(index))
         self.counts: Counter[str] = Counter()
         self._zh_cache: dict[str, dict[int, str]] = {}
         self.on_total: Callable[[int], None] = lambda _n: None
@@ -194,6 +195,7 @@ class Rescore:
                 self.index.replace_tags(digest, model, indices, rows)
             for row, written in photo_updates:
                 self.index.record_written(row, written)
+            self.sync.settle()
         for ev in events:
             self.counts["updated" if ev.status == "retagged" else "error"] += 1
             yield ev
@@ -258,6 +260,7 @@ class Rescore:
                 self.index.delete_tags(digest, model, drop)
                 for row, written, _ in updates:
                     self.index.record_written(row, written)
+                self.sync.settle()
             for row, _, names in updates:
                 self.counts["updated"] += 1
                 yield Event(Path(row.path), "retagged", tags=names)

@@ -18,13 +18,14 @@ from ramcli.pipeline import sources
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.events import Event
 from ramcli.pipeline.infer import Infer
+from ramcli.pipeline.journal import Journal
 from ramcli.pipeline.keywords import KeywordSync, one_line
 from ramcli.pipeline.prepare import Pool, Prepare
 from ramcli.pipeline.sinks import ReportSink, Sink, WriteSink
 from ramcli.runtime.tagging import Selection
 
 if TYPE_CHECKING:
-    from ramcli.index import Index
+    from ramcli.index import Index, PhotoRow
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
     model = tagger.engine.model.name
     # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
     wopts = replace(opts.write_options, ancestry=custom.ancestry(index))
-    sync = KeywordSync(wopts, write=opts.write, overwrite_description=opts.overwrite_description)
+    sync = KeywordSync(wopts, write=opts.write, overwrite_description=opts.overwrite_description,
+                       journal=Journal(index), model=model)
     sink = WriteSink(index, tagger, sync, lang=opts.lang, store_tokens=opts.store_tokens,
                      prune_under=roots if opts.prune else None, roots=roots, clock=clock)
     prepare = Prepare(pre, known=known_hashes(index, model), pool=pool or "processes", workers=opts.workers,
@@ -125,37 +127,58 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
 
 class Untag:
     """`ramcli untag`: remove exactly what ramcli wrote (keywords, caption) from the files under ``paths``,
-    then forget those photos in the index, one photo at a time (an interruption loses nothing)."""
+    then forget those photos in the index, one photo at a time (an interruption loses nothing).
+
+    A file still exactly as ramcli left it gets its original bytes back ("restored"); one changed since
+    gets ramcli's fields removed ("untagged"). Photos the index does not know (a lost or another index)
+    are found by scanning ``paths`` and reading ramcli's record in each file.
+    """
 
     def __init__(self, paths: Sequence[Path], index: Index, options: metadata.WriteOptions, *,
                  write: bool = True, close: Callable[[], None] = lambda: None) -> None:
         self.index = index
-        self.rows = list(index.photos_under([Path(r).absolute() for r in paths]))
-        self.sync = KeywordSync(options, write=write)
+        roots = [Path(r).absolute() for r in paths]
+        self.rows = list(index.photos_under(roots))
+        known = {row.path for row in self.rows}
+        self.others = [p for p in (Path(q).absolute() for q in sources.photos(roots)) if str(p) not in known]
+        self.journal = Journal(index)
+        self.sync = KeywordSync(options, write=write, journal=self.journal)
         self.close = close
         self.counts: Counter[str] = Counter()
 
     @property
     def total(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + len(self.others)
 
     def __iter__(self) -> Iterator[Event]:
         return self.events()
 
     def events(self) -> Iterator[Event]:
         try:
+            self.journal.recover()
             for row in self.rows:
-                path = Path(row.path)
-                try:
-                    self.sync.remove(row)
-                except (ImageError, OSError) as err:
-                    self.counts["error"] += 1
-                    yield Event(path, "error", error=one_line(err, path))
-                    continue
-                with self.index.transaction():
-                    self.index.delete_photo(row.path)
-                    self.index.prune_images()
-                self.counts["untagged"] += 1
-                yield Event(path, "untagged", tags=row.written)
+                yield from self._one(Path(row.path), row)
+            for path in self.others:
+                yield from self._one(path, None)
         finally:
             self.close()
+
+    def _one(self, path: Path, row: PhotoRow | None) -> Iterator[Event]:
+        try:
+            how = self.sync.remove(path, row)
+        except (ImageError, OSError) as err:
+            if row is None:  # a file the index does not know that exiv2 cannot read: ramcli never wrote it
+                return
+            self.counts["error"] += 1
+            yield Event(path, "error", error=one_line(err, path))
+            return
+        if how is None and row is None:
+            return
+        with self.index.transaction():
+            self.journal.forget(path)
+            if row is not None:
+                self.index.delete_photo(row.path)
+                self.index.prune_images()
+        if how is not None:
+            self.counts[how] += 1
+            yield Event(path, how, tags=row.written if row is not None else [])

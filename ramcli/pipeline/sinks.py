@@ -1,9 +1,10 @@
 """Sink stage: where a run's results go. One pipeline, another last stage (beets' pretend mode):
 
 * :class:`WriteSink` (`ramcli tag`, and `bench` on copies): keywords into each photo or its sidecar
-  through the keyword-sync stage, then the batch's index rows in one SQLite transaction. Files are
-  written before their rows; a kill between the two leaves a file whose next write is a no-op
-  (writes are idempotent), so at most the batch in flight is redone.
+  through the keyword-sync stage, then the batch's index rows in one SQLite transaction. Each file
+  write is announced to the index first (``journal``: the write-ahead intent), and each file carries
+  ramcli's record of what it wrote, so a kill between a file and its rows claims nothing wrongly: the
+  next run recovers the intent and reads the record back; at most the batch in flight is redone.
 * :class:`ReportSink` (`--dry-run`): the tags with their scores, nothing written anywhere.
 
 A sink takes the groups the infer stage yields and turns them into :class:`Event`s.
@@ -103,6 +104,8 @@ class WriteSink:
         self._run_id: int | None = None
 
     def begin(self) -> None:
+        if self.sync.journal is not None:
+            self.sync.journal.recover()  # intents a killed run left
         self._run_id = self.index.start_run(self.model, self.roots)
 
     def end(self, counts: dict[str, int]) -> None:
@@ -136,8 +139,14 @@ class WriteSink:
         row = self.index.photo(str(path))
         try:
             if row is not None and row.hash == p.hash:
-                with self.index.transaction():  # someone else edited the metadata: keep their keywords
-                    self._record_photo(path, p.hash, row.written, row.storage, row.written_caption)
+                # Someone else edited the metadata: their keywords stay; a keyword of ours they removed is a
+                # rejection, applied to every field (the sync writes only if that changes anything).
+                tags = self.names([(i, name) for i, name, _ in self.index.tags_of(p.hash, self.model)])
+                done = self.sync.sync(path, tags, row, self.index.caption_of(p.hash, self.model),
+                                      where_recorded=True)
+                with self.index.transaction():
+                    self._record_photo(path, p.hash, done.written, row.storage, row.written_caption)
+                    self.sync.settle()
                 return Event(path, "updated")
             others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
             gone = [o for o in others if not Path(o).exists()]
@@ -149,6 +158,7 @@ class WriteSink:
                 for old in gone:
                     self.index.delete_photo(old)
                 self._record_photo(path, p.hash, done.written, done.storage, done.caption)
+                self.sync.settle()
             return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None,
                          caption=caption)
         except (ImageError, OSError) as err:
@@ -180,6 +190,7 @@ class WriteSink:
                     item.embeds if self.store_tokens else None, [(t.index, t.name, t.score) for t in item.tags],
                     item.caption))
                 self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
+            self.sync.settle()
         yield from events
 
     def finish(self) -> Iterator[Event]:
