@@ -251,3 +251,32 @@ def test_recovery_settles_or_reverts_pending_writes(photo: Path, tmp_path: Path)
     assert metadata.read_keywords(photo) == {"grandma"}  # the file was never replaced
     run_cli(*TAG, "--index", str(index), str(photo))
     assert sqlite3.connect(index).execute("select pending from writes").fetchall() == [(0,)]
+
+
+@needs_exiftool
+def test_untag_of_a_file_changed_since_leaves_no_residue(tmp_path: Path, tiny_model) -> None:
+    """Defect 9: the metadata-equivalent undo (the file changed since ramcli's write) leaves no IPTC block
+    holding only its UTF-8 declaration, no simple WebP turned extended, MicrosoftPhoto's namespace as it was."""
+    root = tmp_path / "lib"
+    plain = make_photo(root / "plain.jpg", seed=1, quality=90)
+    webp = make_photo(root / "lossy.webp", (180, 120), seed=7, quality=80)
+    ms = make_photo(root / "ms.jpg", seed=4, quality=90)
+    et = [EXIFTOOL, "-q", "-overwrite_original"]
+    subprocess.run([*et, "-XMP-microsoft:LastKeywordXMP=family", "-XMP-dc:Subject=family", str(ms)], check=True)
+    index = str(tmp_path / "index.db")
+    assert run_cli(*TAG, "--index", index, str(root)).returncode == 0
+    for p in (plain, webp, ms):  # another program rewrites each file without changing what it holds
+        subprocess.run([*et, "-XMP-dc:Rights=me", str(p)], check=True)
+        subprocess.run([*et, "-XMP-dc:Rights=", str(p)], check=True)
+    undone = run_cli("untag", "--index", index, "--json", str(root))
+    assert {json.loads(line)["status"] for line in undone.stdout.splitlines()} == {"untagged"}
+
+    def tags(p: Path) -> dict:
+        out = subprocess.run([EXIFTOOL, "-j", "-G1", "-a", "-validate", "-warning", "-IPTC:all", "-FileType",
+                              str(p)], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)[0]
+
+    assert not any(k.startswith("IPTC:") for k in tags(plain)) and tags(plain)["ExifTool:Validate"] == "OK"
+    assert tags(webp)["File:FileType"] == "WEBP"  # not "Extended WEBP"
+    assert tags(ms)["ExifTool:Validate"] == "OK", tags(ms)  # no "Fixed incorrect URI for xmlns:MicrosoftPhoto"
+    assert metadata.read_keywords(ms) == {"family"} and metadata.read_keywords(plain) == set()

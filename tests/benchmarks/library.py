@@ -7,6 +7,10 @@ photo with and without the token matrix.
 Soak (--kills K): `ramcli tag` killed with SIGKILL at random moments K times; after each kill
 every photo must decode to the same pixels with parseable metadata and the index must pass
 `PRAGMA integrity_check`; a final run must complete the rest without writing anything twice.
+Then nothing may be claimed wrongly (the keywords the user had before — on every 7th photo — are in
+no file's ramcli record and no index row), and `ramcli untag` must leave no ramcli keyword anywhere
+and every file byte-identical to before ("restored") or, where not, with the user's keywords intact.
+The library also holds GIFs (every 25th photo: sidecars).
 
 Usage: python tests/benchmarks/library.py [--photos 1000] [--kills 0] [--workdir DIR]
 Prints one JSON document.
@@ -50,6 +54,9 @@ def make_library(root: Path, n: int, seed: int = 0) -> list[Path]:
         if kind == 0:
             p = folder / f"scan_{i:05d}.png"
             img.save(p)
+        elif i % 25 == 24:
+            p = folder / f"anim_{i:05d}.gif"
+            img.resize((256, 192)).convert("P").save(p)
         elif kind == 1:
             p = folder / f"web_{i:05d}.webp"
             img.save(p, quality=85)
@@ -100,6 +107,54 @@ def tiny_workspace(work: Path) -> dict[str, str]:
     return env
 
 
+def tree(root: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def soak(photos: list[Path], lib: Path, work: Path, base: list[str], env: dict[str, str], kills: int) -> dict:
+    """Kill `ramcli tag` ``kills`` times, finish, check nothing lost or claimed wrongly, untag, check again."""
+    from conftest import add_user_keywords
+    from ramcli import metadata
+
+    users = {p: [f"user {i}", "tag 001"] for i, p in enumerate(photos) if i % 7 == 3 and p.suffix != ".gif"}
+    for p, kws in users.items():
+        add_user_keywords(p, kws)
+    before = {p: pixels(p) for p in photos}
+    original = tree(lib)
+    index = work / "soak.db"
+    cmd = [*base, "--index", str(index), str(lib)]
+    rng = random.Random(1)
+    t0 = time.perf_counter()
+    for _ in range(kills):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        time.sleep(rng.uniform(1.0, 12.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        bad = [p for p in photos if pixels(p) != before[p]]
+        for p in photos:
+            metadata.read_keywords(p)
+        ok = sqlite3.connect(index).execute("pragma integrity_check").fetchone()[0] if index.exists() else "ok"
+        if bad or ok != "ok":
+            raise SystemExit(f"damage after a kill: {len(bad)} photos changed, integrity {ok}")
+    kill_s = time.perf_counter() - t0
+    _dt, counts = run(cmd, env)
+    db = sqlite3.connect(index)
+    written = {Path(p): set(json.loads(w)) for p, w in db.execute("select path, written from photos")}
+    wrongly = {str(p): sorted(set(kws) & written.get(p, set())) for p, kws in users.items()
+               if set(kws) & written.get(p, set())}
+    keywords = {len(metadata.read_keywords(p) - set(users.get(p, []))) for p in photos}
+    _dt, untag = run([sys.executable, "-m", "ramcli", "untag", "--json", "--index", str(index), str(lib)], env)
+    after = tree(lib)
+    left = [str(p) for p in photos if metadata.read_keywords(p) != set(users.get(p, []))]
+    return {"kills": kills, "kill_loop_s": round(kill_s), "final_run": counts,
+            "keywords_per_photo_of_ours": sorted(keywords), "claimed_wrongly": wrongly,
+            "pixels_identical": all(pixels(p) == before[p] for p in photos), "integrity": "ok",
+            "untag": untag, "byte_identical_after_untag": sum(after.get(p) == h for p, h in original.items()),
+            "files": len(original), "extra_files_after_untag": sorted(str(p) for p in set(after) - set(original)),
+            "keywords_left_after_untag": left}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=int, default=1000)
@@ -116,28 +171,7 @@ def main() -> None:
             "--json"]
 
     if args.kills:
-        before = {p: pixels(p) for p in photos}
-        index = work / "soak.db"
-        cmd = [*base, "--index", str(index), str(lib)]
-        rng = random.Random(1)
-        for _ in range(args.kills):
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
-            time.sleep(rng.uniform(1.0, 12.0))
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            from ramcli import metadata
-
-            bad = [p for p in photos if pixels(p) != before[p]]
-            for p in photos:
-                metadata.read_keywords(p)
-            ok = sqlite3.connect(index).execute("pragma integrity_check").fetchone()[0] if index.exists() else "ok"
-            if bad or ok != "ok":
-                raise SystemExit(f"damage after a kill: {len(bad)} photos changed, integrity {ok}")
-        _dt, counts = run(cmd, env)
-        keywords = {len(metadata.read_keywords(p)) for p in photos}
-        report["soak"] = {"kills": args.kills, "final_run": counts, "keywords_per_photo": sorted(keywords),
-                          "pixels_identical": all(pixels(p) == before[p] for p in photos), "integrity": "ok"}
+        report["soak"] = soak(photos, lib, work, base, env, args.kills)
         print(json.dumps(report, indent=2))
         return
 
