@@ -168,11 +168,13 @@ class Untag:
             how = self.sync.remove(path, row)
         except (ImageError, OSError) as err:
             if row is None:  # a file the index does not know that exiv2 cannot read: ramcli never wrote it
+                yield Event(path, "unchanged")
                 return
             self.counts["error"] += 1
             yield Event(path, "error", error=one_line(err, path))
             return
-        if how is None and row is None:
+        if how is None and row is None:  # nothing of ramcli's in it
+            yield Event(path, "unchanged")
             return
         with self.index.transaction():
             self.journal.forget(path)
