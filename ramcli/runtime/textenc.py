@@ -10,12 +10,12 @@ import numpy as np
 from ramcli.errors import ModelNotFound
 from ramcli.models import store
 from ramcli.models.families import FAMILIES
+from ramcli.models.families.files import BPE
+from ramcli.models.families.files import TEXT_ENCODER as ENCODER
 from ramcli.runtime.clip_tokenizer import ClipTokenizer
 from ramcli.runtime.engine import EngineOptions, _session, in_background
 
 CLIP_MODEL = "clip_vit_b16_text"
-ENCODER = "text_encoder.onnx"
-BPE = "bpe_simple_vocab_16e6.txt.gz"
 BATCH = 64
 
 

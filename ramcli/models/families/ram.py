@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ramcli.models import store
+from ramcli.models.families.files import ENCODER, HEAD, LABELS, QUANTIZED, TAG_LIST
 
 
 class RamFamily:
@@ -19,8 +19,10 @@ class RamFamily:
     text_encoder = False
     needs_vocab = False
     caption_stage = "head"  # Tagger.captions does nothing: its time is the head's
-    quantized_graphs = store.QUANTIZED
+    quantized_graphs = QUANTIZED
     few_tags_head = True
+    # HEAD_FEW, TAG_LIST_ZH and THRESHOLDS may be missing (earlier conversions, imports without them)
+    files = (ENCODER, HEAD, LABELS, TAG_LIST)
 
     def __init__(self, name: str, title: str, *, weights_descriptions: bool, capabilities: tuple[str, ...]) -> None:
         self.name = name
