@@ -233,7 +233,7 @@ def _read_meta(name: str, folder: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise broken("meta.json is missing") from None
+        raise broken("the file is missing") from None
     except OSError as err:
         raise broken(f"cannot be read ({err.strerror or err})") from None
     except UnicodeDecodeError:
