@@ -258,13 +258,15 @@ def _number(value: object) -> bool:
 
 
 def _check(model: InstalledModel) -> None:
-    """Raise a BrokenModel for the first thing wrong with ``model``'s folder (see the module's doc)."""
+    """Raise a BrokenModel for the first thing wrong with ``model``'s folder (see the module's doc).
+    What a file holds is checked before its recorded size: "holds a pickle" says more than "wrong size"."""
     family = _check_meta(model, model.meta)
     _check_files(model, family)
     if TAG_LIST in family.files:
         _check_tag_files(model)
     if LABELS in family.files:
         _check_labels(model)
+    _check_sizes(model)
 
 
 def _check_meta(model: InstalledModel, meta: Mapping[str, Any]) -> Family:
@@ -304,8 +306,8 @@ def _check_meta(model: InstalledModel, meta: Mapping[str, Any]) -> Family:
 
 
 def _check_files(model: InstalledModel, family: Family) -> None:
-    """Every file the family needs is there and not empty; every recorded size still holds; every
-    graph starts like an ONNX model (onnxruntime itself reads the rest when the model loads)."""
+    """Every file the family needs or meta.json records is there and not empty; every graph starts
+    like an ONNX model (onnxruntime itself reads the rest when the model loads)."""
     sizes: Mapping[str, int] = model.meta.get("file_bytes", {})
     for name in dict.fromkeys([*family.files, *sizes]):
         path = model.path / name
@@ -317,9 +319,6 @@ def _check_files(model: InstalledModel, family: Family) -> None:
             raise model.broken(name, f"cannot be read ({err.strerror or err})") from None
         if not path.is_file():
             raise model.broken(name, "is not a file")
-        want = sizes.get(name)
-        if want is not None and size != want:
-            raise model.broken(name, f"is {size:,} bytes, but conversion wrote {want:,} (truncated or overwritten)")
         if size == 0:
             raise model.broken(name, "is empty")
         if name.endswith(".onnx"):
@@ -327,6 +326,14 @@ def _check_files(model: InstalledModel, family: Family) -> None:
                 first = f.read(1)
             if first[0] not in _ONNX_FIRST:
                 raise model.broken(name, "is not an ONNX graph")
+
+
+def _check_sizes(model: InstalledModel) -> None:
+    sizes: Mapping[str, int] = model.meta.get("file_bytes", {})
+    for name, want in sizes.items():
+        size = (model.path / name).stat().st_size
+        if size != want:
+            raise model.broken(name, f"is {size:,} bytes, but conversion wrote {want:,} (truncated or overwritten)")
 
 
 @contextlib.contextmanager
