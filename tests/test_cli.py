@@ -226,9 +226,6 @@ def test_doctor_names_models_converted_without_the_few_tags_head(tiny_model) -> 
     shutil.copytree(tiny_model.path, old)
     try:
         (old / store.HEAD_FEW).unlink()
-        meta = json.loads((old / store.META).read_text(encoding="utf-8"))
-        del meta["file_bytes"]  # an earlier ramcli recorded no file sizes either
-        (old / store.META).write_text(json.dumps(meta), encoding="utf-8")
         report = json.loads(run_cli("doctor", "--json").stdout)
         assert "tiny_converted_earlier" in report["models_to_convert_again"]
         assert "tiny_ram_plus" not in report["models_to_convert_again"]

@@ -94,7 +94,8 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
                                        "meta.json", "descriptions_per_tag"),
     "encoder truncated": (lambda m: truncate(m / "image_encoder.onnx", 100_000), "image_encoder.onnx", "bytes"),
     "head random bytes": (lambda m: scramble(m / "tag_head.onnx"), "tag_head.onnx", "ONNX"),
-    "few-tags head gone": (lambda m: (m / "tag_head_few.onnx").unlink(), "tag_head_few.onnx", "missing"),
+    "few-tags head truncated": (lambda m: truncate(m / "tag_head_few.onnx"), "tag_head_few.onnx", "bytes"),
+    "weights gone": (lambda m: (m / "tag_head.onnx").unlink(), "tag_head.onnx", "missing"),
     "encoder truncated, sizes not recorded": (
         lambda m: (forget_sizes(m), truncate(m / "image_encoder.onnx", 100_000)), "image_encoder.onnx",
         "onnxruntime cannot load it"),

@@ -266,7 +266,7 @@ def _check(model: InstalledModel) -> None:
         _check_tag_files(model)
     if LABELS in family.files:
         _check_labels(model)
-    _check_sizes(model)
+    _check_sizes(model, family)
 
 
 def _check_meta(model: InstalledModel, meta: Mapping[str, Any]) -> Family:
@@ -309,11 +309,13 @@ def _check_files(model: InstalledModel, family: Family) -> None:
     """Every file the family needs or meta.json records is there and not empty; every graph starts
     like an ONNX model (onnxruntime itself reads the rest when the model loads)."""
     sizes: Mapping[str, int] = model.meta.get("file_bytes", {})
-    for name in dict.fromkeys([*family.files, *sizes]):
+    for name in dict.fromkeys([*family.files, *sizes, *family.optional_files]):
         path = model.path / name
         try:
             size = path.stat().st_size
         except FileNotFoundError:
+            if name in family.optional_files:
+                continue
             raise model.broken(name, "the file is missing") from None
         except OSError as err:
             raise model.broken(name, f"cannot be read ({err.strerror or err})") from None
@@ -328,10 +330,13 @@ def _check_files(model: InstalledModel, family: Family) -> None:
                 raise model.broken(name, "is not an ONNX graph")
 
 
-def _check_sizes(model: InstalledModel) -> None:
+def _check_sizes(model: InstalledModel, family: Family) -> None:
     sizes: Mapping[str, int] = model.meta.get("file_bytes", {})
     for name, want in sizes.items():
-        size = (model.path / name).stat().st_size
+        path = model.path / name
+        if name in family.optional_files and not path.exists():
+            continue
+        size = path.stat().st_size
         if size != want:
             raise model.broken(name, f"is {size:,} bytes, but conversion wrote {want:,} (truncated or overwritten)")
 

@@ -23,6 +23,7 @@ class ClipTextFamily:
     quantized_graphs: tuple[str, ...] = ()
     few_tags_head = False
     files = (TEXT_ENCODER, BPE)
+    optional_files: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

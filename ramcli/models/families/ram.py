@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ramcli.models.families.files import ENCODER, HEAD, LABELS, QUANTIZED, TAG_LIST
+from ramcli.models.families.files import ENCODER, HEAD, HEAD_FEW, LABELS, QUANTIZED, TAG_LIST, TAG_LIST_ZH, THRESHOLDS
 
 
 class RamFamily:
@@ -21,8 +21,9 @@ class RamFamily:
     caption_stage = "head"  # Tagger.captions does nothing: its time is the head's
     quantized_graphs = QUANTIZED
     few_tags_head = True
-    # HEAD_FEW, TAG_LIST_ZH and THRESHOLDS may be missing (earlier conversions, imports without them)
     files = (ENCODER, HEAD, LABELS, TAG_LIST)
+    # earlier conversions have no few-tags head; imports may come without Chinese names or thresholds
+    optional_files = (HEAD_FEW, TAG_LIST_ZH, THRESHOLDS)
 
     def __init__(self, name: str, title: str, *, weights_descriptions: bool, capabilities: tuple[str, ...]) -> None:
         self.name = name

@@ -34,6 +34,7 @@ class Tag2TextFamily:
     quantized_graphs = QUANTIZED
     few_tags_head = False
     files = (ENCODER, HEAD, TAG_ENCODER, DECODER_CROSS, DECODER_STEP, VOCAB, TAG_LIST, THRESHOLDS)
+    optional_files: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
