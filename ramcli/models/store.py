@@ -493,5 +493,5 @@ def find_family(family: str, preferred: str) -> InstalledModel | None:
     """An installed model of ``family``: ``preferred`` if installed, else any (e.g. an imported one)."""
     if is_installed(preferred):
         return get(preferred)
-    return next((m for m in installed() if m.problem is None and m.family == family), None)
+    return next((m for m in installed() if m.problem is None and m.meta.get("family") == family), None)
 
