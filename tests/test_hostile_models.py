@@ -315,7 +315,7 @@ def test_an_index_under_a_file_is_one_line(tiny_model, photo: Path, tmp_path: Pa
     result = run_cli("tag", "--model", "tiny_ram_plus", "--index", str(tmp_path / "notes.txt" / "lib" / "index.db"),
                      str(photo))
     line = error_line(result, allowed_notes=("model tiny_ram_plus on CPU",))
-    assert f"{tmp_path / 'notes.txt'}: is a file" in line
+    assert f"{tmp_path / 'notes.txt'}: cannot create the index's folder: this file is in the way" in line
 
 
 def test_an_index_that_is_a_folder_is_one_line(tiny_model, photo: Path, tmp_path: Path) -> None:
