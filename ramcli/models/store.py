@@ -12,13 +12,14 @@ Layout of ``<cache>/models/<name>/``::
 
 A folder appears only complete: conversion writes into ``.<name>.partial`` and renames. What
 happens to it afterwards (a full disk, a bad sector, a sync tool, a person) is checked when the
-model is opened (:func:`get`, :func:`check`): every file its family needs is there, the binary ones
-at the size conversion wrote (``meta.json``'s ``file_bytes``), the label embeddings are the float32
-array meta.json describes and the tag files have one line per tag. A damaged model is one
+model is opened (:func:`get`): every file its family needs is there, the binary ones at the size
+conversion wrote (``meta.json``'s ``file_bytes``), the label embeddings are the float32 array
+meta.json describes and the tag files have one line per tag. A damaged model is one
 :class:`~ramcli.errors.BrokenModel` line naming the file and the repair, never a traceback half-way
 through a run; `models list` and `doctor` show it as broken and go on with the others.
 
-The check reads headers and text files only (a few ms for full-size RAM++) and imports no numpy:
+The check reads headers and text files only (5 ms warm, 11 ms cold, measured on a folder laid out like
+full-size RAM++: 4,585 tags, a sparse 479 MB label_embed.npy) and imports no numpy:
 a search by tag names opens the model too, inside a 0.3 s start-up budget.
 """
 
@@ -168,7 +169,7 @@ class InstalledModel:
     # ---- is it whole?
     @cached_property
     def problem(self) -> BrokenModel | None:
-        """The first thing wrong with this model's folder (:func:`check`), or None when it is whole."""
+        """The first thing wrong with this model's folder (what :func:`get` checks), or None when it is whole."""
         try:
             _check(self)
         except BrokenModel as err:
@@ -203,7 +204,7 @@ def repair_hint(name: str, meta: Mapping[str, Any] | None = None) -> str:
         return (f"convert it again: `ramcli models import {shlex.quote(checkpoint)} --name {shlex.quote(name)}{tags}`, "
                 + remove)
     if known is not None and known.supported:
-        return f"convert it again: `ramcli models pull {name}` (it reuses the downloaded weights), " + remove
+        return f"convert it again: `ramcli models pull {name}` (weights already downloaded are reused), " + remove
     return f"import its checkpoint again: `ramcli models import CHECKPOINT --name {shlex.quote(name)}`, " + remove
 
 
@@ -403,7 +404,9 @@ def _check_labels(model: InstalledModel) -> None:
     if not (isinstance(header, dict) and {"descr", "fortran_order", "shape"} <= header.keys()):
         raise model.broken(LABELS, "has a damaged .npy header")
     descr, shape = header["descr"], header["shape"]
-    if (isinstance(descr, str) and "O" in descr) or not isinstance(descr, str):
+    if not isinstance(descr, str):
+        raise model.broken(LABELS, "holds a structured array, not float32 numbers")
+    if "O" in descr:
         raise model.broken(LABELS, "holds Python objects (a pickle), which ramcli never loads")
     if descr not in ("<f4", ">f4"):
         raise model.broken(LABELS, f"holds {descr} numbers, not float32")
@@ -436,7 +439,7 @@ def installed() -> list[InstalledModel]:
 
 
 def get(name: str) -> InstalledModel:
-    """The installed model ``name``, checked (:func:`check`): a damaged one is one BrokenModel line
+    """The installed model ``name``, checked (``InstalledModel.check``): a damaged one is one BrokenModel line
     naming the file and the repair, before anything runs."""
     if not is_installed(name):
         known = name in manifests()
@@ -444,11 +447,6 @@ def get(name: str) -> InstalledModel:
             "run `ramcli models list` to see models, or `ramcli models import CKPT --name NAME`"
         raise ModelNotFound(f"model {name!r} is not installed", hint=hint)
     return InstalledModel(name, model_path(name)).check()
-
-
-def check(name: str) -> None:
-    """Raise a BrokenModel when the installed model ``name`` is damaged (see the module's doc)."""
-    get(name)
 
 
 def remove(name: str) -> Path:
