@@ -46,6 +46,18 @@ class ModelNotFound(RamcliError):
     """No such model is installed or known."""
 
 
+class BrokenModel(RamcliError):
+    """An installed model whose folder is damaged: a file missing, truncated, or not what its
+    meta.json says. ``model`` names it and ``what`` says what is wrong with the file at ``path``,
+    so a listing can show it as BROKEN and go on with the others; the hint says how to repair it
+    (convert it again, or remove it)."""
+
+    def __init__(self, model: str, what: str, *, path: str | Path, hint: str) -> None:
+        self.model = model
+        self.what = what
+        super().__init__(f"model {model!r} is damaged: {what}", path=path, hint=hint)
+
+
 class CheckpointError(RamcliError):
     """A checkpoint file that cannot be loaded as the model it claims to be."""
 

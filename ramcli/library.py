@@ -114,8 +114,9 @@ class Library:
     def search(self, query: str | None = None, options: SearchOptions | None = None, *,
                like: str | Path | None = None, model: str | None = None) -> list[Hit]:
         """Photos by what is in them: tag names or any text (open-set), or ``like`` a photo."""
-        from ramcli.search.ranking import SearchOptions, like_embedding, open_searcher
+        from ramcli.search.ranking import SearchOptions, check_query, like_embedding, open_searcher
 
+        check_query(query, like)  # before the index: a blank query is a usage error, not "no index"
         opts = options or SearchOptions()
         ix = self.open_index()
         try:

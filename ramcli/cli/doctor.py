@@ -22,6 +22,10 @@ def doctor(json_out: o.JsonOpt = False) -> None:
         return
     table = render.table(show_header=False, box=None)
     for key, value in report.items():
+        if key == "models_broken" and value:
+            for m in value:
+                table.add_row(f"[bold red]{key}[/]", render.escape(f"{m['name']}: {m['problem']} ({m['fix']})"))
+            continue
         text = (", ".join(map(str, value)) or "(none)") if isinstance(value, list) else str(value)
         table.add_row(f"[bold]{key}[/]", render.escape(text))
     render.out().print(table)

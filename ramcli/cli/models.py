@@ -27,6 +27,7 @@ def models_list(json_out: o.JsonOpt = False) -> None:
         return
     if render.out().width < 100:
         render.out().print(_narrow_table(rows))
+        _broken_note(rows)
         return
     table = render.table(title="models", title_justify="left")
     table.add_column("name", no_wrap=True)
@@ -35,9 +36,29 @@ def models_list(json_out: o.JsonOpt = False) -> None:
     for r in rows:
         name = r["name"] + (" (default)" if r.get("default") else "")
         size = r.get("installed_size") or r.get("download_size") or ""
-        table.add_row(name, r["family"], "yes" if r["installed"] else "no", size, ", ".join(r.get("capabilities", [])),
-                      r.get("title", ""))
+        table.add_row(name, r["family"], _installed(r), size, ", ".join(r.get("capabilities", [])), _what(r))
     render.out().print(table)
+    _broken_note(rows)
+
+
+def _installed(row: dict[str, Any]) -> str:
+    if "broken" in row:
+        return "[bold red]BROKEN[/]"
+    return "yes" if row["installed"] else "no"
+
+
+def _what(row: dict[str, Any]) -> str:
+    """The title, or for a broken model what is wrong with it and the repair."""
+    if "broken" in row:
+        return render.escape(f"{row['broken']} ({row['fix']})")
+    return render.escape(row.get("title", ""))
+
+
+def _broken_note(rows: list[dict[str, Any]]) -> None:
+    """One line on stderr per broken model, so it is seen under a long table too."""
+    for r in rows:
+        if "broken" in r:
+            render.err().print(f"[yellow]broken:[/] {render.escape(r['name'])}: {render.escape(r['broken'])}")
 
 
 def _narrow_table(rows: list[dict[str, Any]]) -> Any:
@@ -50,8 +71,8 @@ def _narrow_table(rows: list[dict[str, Any]]) -> Any:
     table.add_column("size", no_wrap=True)
     table.add_column("what it is", overflow="fold", ratio=1)
     for r in rows:
-        table.add_row(r["name"] + (" *" if r.get("default") else ""), "yes" if r["installed"] else "no",
-                      r.get("installed_size") or r.get("download_size") or "", r.get("title", ""))
+        table.add_row(r["name"] + (" *" if r.get("default") else ""), _installed(r),
+                      r.get("installed_size") or r.get("download_size") or "", _what(r))
     return table
 
 

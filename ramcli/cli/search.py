@@ -46,10 +46,10 @@ def search(
     """
     from ramcli.config import index_path
     from ramcli.index import open_index
-    from ramcli.search.ranking import SearchOptions, like_embedding, open_searcher
+    from ramcli.search.ranking import SearchOptions, check_query, like_embedding, open_searcher
 
-    if not query and like is None:
-        render.fail(UsageError("give a QUERY or --like PHOTO", hint='e.g. ramcli search "dog on a beach"'))
+    with render.errors():
+        check_query(query, like)
     for value in (since, until):
         if value and not _is_date(value):
             render.fail(UsageError(f"{value!r} is not a date", hint="use YYYY-MM-DD"))

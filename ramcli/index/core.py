@@ -74,6 +74,13 @@ class Index(Photos, Images, Vocabulary, Queries, Runs, Writes):
 def open_index(path: Path, *, writer: bool = False) -> Index:
     """Open (creating and migrating when needed) the index at ``path``. ``writer``: take the
     one-writer lock first (a second writer is told at once who holds it)."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # mkdir would only say "File exists" or "Not a directory"
+        raise RamcliError("cannot create the index's folder: this file is in the way", path=blocker,
+                          hint=f"use --index with a path in a folder (the index asked for: {path})")
+    if path.is_dir():
+        raise RamcliError("is a folder, not an index file", path=path,
+                          hint=f"give --index a file name, e.g. --index {path / 'index.db'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -37,12 +37,29 @@ def _holder(path: Path) -> str:
     return "another process"
 
 
+def _make(path: Path) -> None:
+    """Create the lock file (or find it there) before ``filelock`` tries to lock it.
+
+    Why: where the file cannot be made (a read-only folder, a file system that takes no new files),
+    some ``filelock`` releases retry as if another process held the lock and, with ``timeout=0``,
+    report a timeout: the user would be told that another run is writing. Made here, the real
+    reason is what they see. ``filelock`` then locks this same file (it never deletes it).
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise RamcliError(f"cannot create the index's lock file ({err.strerror or err})", path=path,
+                          hint="the index's folder must be writable; use --index for a library elsewhere") from None
+    os.close(fd)
+
+
 def take_writer_lock(db_path: Path) -> BaseFileLock:
     """The held lock for ``db_path``; release it with ``.release()``. Raises a one-line
     ``RamcliError`` when another run holds it or when the lock file cannot be made."""
     from filelock import FileLock, Timeout  # 0.1 s: only writers pay it
 
     path = lock_path(db_path)
+    _make(path)
     # thread_local=False: the lock belongs to the Index, whichever thread closes it
     lock = FileLock(path, timeout=0, thread_local=False)
     try:

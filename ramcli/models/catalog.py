@@ -10,7 +10,7 @@ from typing import Any
 
 from ramcli import __version__
 from ramcli.config import cache_dir, index_path, manifests, manifests_dir
-from ramcli.errors import UsageError
+from ramcli.errors import BrokenModel, UsageError
 from ramcli.models import store
 from ramcli.models.download import (
     bundled_files,
@@ -25,7 +25,11 @@ Report = Callable[[str], None]
 
 
 def list_models() -> list[dict[str, Any]]:
-    """Every known model (manifests) and every installed one (imports under other names too)."""
+    """Every known model (manifests) and every installed one (imports under other names too).
+
+    A damaged installed model is listed with ``broken`` (which file, what is wrong) and ``fix``
+    instead of failing the listing: the others are still usable and the user needs to see which
+    one to repair."""
     installed = {m.name: m for m in store.installed()}
     rows: list[dict[str, Any]] = []
     for m in manifests().values():
@@ -37,16 +41,37 @@ def list_models() -> list[dict[str, Any]]:
             row["download_size"] = human_bytes(size)
         rows.append(row)
     for name, inst in installed.items():
+        problem = inst.problem
         row = next((r for r in rows if r["name"] == name), None)
         if row is None:
-            row = {"name": name, "family": inst.family, "title": "imported checkpoint", "default": False,
-                   "capabilities": inst.meta.get("capabilities") or _family_capabilities(inst.family),
+            family = inst.meta.get("family") if problem is None else _readable_family(inst)
+            row = {"name": name, "family": family or "?", "title": "imported checkpoint", "default": False,
+                   "capabilities": [] if problem else
+                   inst.meta.get("capabilities") or _family_capabilities(inst.family),
                    "supported": True, "installed": True}
             rows.append(row)
         row["installed_size"] = human_bytes(inst.size_bytes())
         row["path"] = str(inst.path)
-        row["num_tags"] = inst.meta.get("num_tags")
+        if problem is not None:
+            row["broken"] = broken_line(problem)
+            row["fix"] = problem.hint
+        else:
+            row["num_tags"] = inst.meta.get("num_tags")
     return rows
+
+
+def broken_line(problem: BrokenModel) -> str:
+    """What is wrong with a broken model, short: ``label_embed.npy: is not a NumPy .npy file``."""
+    return f"{Path(problem.path or '').name}: {problem.what}"
+
+
+def _readable_family(model: store.InstalledModel) -> str | None:
+    """The family a broken model's meta.json names, if it can still be read."""
+    try:
+        family = model.meta.get("family")
+    except BrokenModel:
+        return None
+    return family if isinstance(family, str) else None
 
 
 def _family_capabilities(name: str) -> list[str]:
@@ -129,6 +154,8 @@ def doctor_report() -> dict[str, Any]:
     import numpy
     import onnxruntime
 
+    models = store.installed()
+    whole = [m for m in models if m.problem is None]
     return {
         "ramcli": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
@@ -140,9 +167,12 @@ def doctor_report() -> dict[str, Any]:
         "cache": str(cache_dir()),
         "manifests": str(manifests_dir()),
         "index": str(index_path()),
-        "models_installed": [m.name for m in store.installed()],
+        "models_installed": [m.name for m in whole],
+        # damaged: listed with what is wrong and the repair, so a bug report shows it
+        "models_broken": [{"name": m.name, "problem": broken_line(p), "fix": p.hint}
+                          for m in models if (p := m.problem) is not None],
         # converted by an earlier ramcli, without the few-tags head: search re-ranking and add-tag
         # use the full head, ~10x slower for that work, until the model is pulled or imported again
-        "models_to_convert_again": [m.name for m in store.installed() if _writes_few_tags_head(m)
+        "models_to_convert_again": [m.name for m in whole if _writes_few_tags_head(m)
                                     and not (m.path / store.HEAD_FEW).is_file()],
     }

@@ -8,11 +8,16 @@ imported only here, after the downloads, so ``ramcli tag`` never pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
+import socket
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,10 @@ from ramcli.models.families import FAMILIES, ConvertInputs, family_of
 Report = Callable[[str], None]
 # Fetched files that travel with a converted model unchanged, and their names there.
 BUNDLED = {"notice": "NOTICE.txt", "license": "LICENSE"}
+# How long the TCP connect to the hub (or the proxy) may take before a download is given up. A
+# reachable host answers in well under a second; without a network, huggingface_hub would instead
+# retry five times with growing pauses (24 s measured) and print each retry.
+REACH_SECONDS = 5.0
 
 
 def bundled_files(files: dict[str, Path]) -> dict[str, Path]:
@@ -53,6 +62,7 @@ def fetch_file(url: str, sha256: str | None, report: Report) -> Path:
     if _offline():
         raise DownloadError(f"offline: cannot fetch {url}",
                             hint="unset HF_HUB_OFFLINE/RAMCLI_OFFLINE, or use `ramcli models import` with local files")
+    check_reachable(url, f"fetch {Path(url).name}", fix="use `ramcli models import` with local files")
     report(f"fetching {url}")
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
@@ -76,6 +86,73 @@ def fetch_tag_files(m: Manifest, report: Report) -> dict[str, Path]:
     return {key: fetch_file(spec["url"], spec.get("sha256"), report) for key, spec in m.tag_files.items()}
 
 
+def check_reachable(url: str, what: str, *, fix: str) -> None:
+    """Raise one DownloadError line unless a TCP connection to ``url``'s host (or to the proxy the
+    environment names for it) opens within REACH_SECONDS.
+
+    Why before the download: huggingface_hub meets an unreachable hub with five retries and a
+    warning for each (24 s, a dozen lines, then an error about its cache); this says in a few
+    seconds which host could not be reached and what to do. The lookup and connect run in a daemon
+    thread, so a resolver that hangs cannot hold the command past the limit.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()
+    proxy = None if urllib.request.proxy_bypass(host) else proxies.get(parts.scheme) or proxies.get("all")
+    target, via = (host, port), ""
+    if proxy:
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        target, via = (p.hostname or "", p.port or (443 if p.scheme == "https" else 80)), " through the proxy"
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(target, timeout=REACH_SECONDS).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=connect, name="ramcli-reach", daemon=True)
+    thread.start()
+    thread.join(REACH_SECONDS + 0.5)
+    if outcome and outcome[0] is None:
+        return
+    err = outcome[0] if outcome else None
+    reason = (getattr(err, "strerror", None) or first_line(err)) if err is not None else \
+        f"no answer in {REACH_SECONDS:.0f} s"
+    raise DownloadError(f"cannot {what}: {target[0]}:{target[1]}{via} cannot be reached ({reason})",
+                        hint=f"connect to the network (a proxy: set HTTPS_PROXY; a mirror of the hub: set "
+                             f"HF_ENDPOINT), or {fix}")
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub's warnings (each retry of a failed request) off while it downloads: a
+    failure ends in one DownloadError line. Its progress bar is not logging and stays."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _hub_cached(spec: dict[str, Any]) -> Path | None:
+    """The file, when an earlier download left it in the Hugging Face cache: no network needed,
+    so `ramcli models pull` repairs a damaged model offline too."""
+    from huggingface_hub import hf_hub_download  # heavy import, only when downloading
+
+    try:
+        with _quiet_hub():
+            return Path(hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"],
+                                        revision=spec.get("revision"), repo_type=spec.get("repo_type", "model"),
+                                        local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), or a cache it cannot read: download it
+        return None
+
+
 def _hub_file(spec: dict[str, Any], what: str, report: Report, *, fix: str) -> Path:
     """One file from the Hugging Face hub (resumable, into its cache), checked against ``spec["sha256"]``.
 
@@ -84,22 +161,32 @@ def _hub_file(spec: dict[str, Any], what: str, report: Report, *, fix: str) -> P
     """
     if spec.get("hub") != "huggingface":
         raise DownloadError(f"{what}: nothing downloadable", hint="use `ramcli models import`")
-    if _offline():
-        raise DownloadError(f"offline: cannot download {what}", hint=fix)
-    from huggingface_hub import hf_hub_download  # heavy import, only when downloading
+    path = _hub_cached(spec)
+    if path is None:
+        if _offline():
+            raise DownloadError(f"offline: cannot download {what}", hint=fix)
+        from huggingface_hub import constants, hf_hub_download
 
-    size = spec.get("approx_bytes")
-    report(f"downloading {what} ({human_bytes(size) if size else 'size unknown'}) "
-           f"from huggingface.co/{spec['repo_id']}")
-    try:
-        path = Path(hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"], revision=spec.get("revision"),
-                                    repo_type=spec.get("repo_type", "model")))
-    except Exception as exc:  # the hub raises many types: offline, HTTP, DNS, disk full
-        raise DownloadError(f"cannot download {what} ({type(exc).__name__}: {first_line(exc)[:200]})",
-                            hint=f"check the network, or {fix}") from None
+        check_reachable(constants.ENDPOINT, f"download {what}", fix=fix)
+        size = spec.get("approx_bytes")
+        report(f"downloading {what} ({human_bytes(size) if size else 'size unknown'}) "
+               f"from {urllib.parse.urlsplit(constants.ENDPOINT).hostname}/{spec['repo_id']}")
+        try:
+            with _quiet_hub():
+                path = Path(hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"],
+                                            revision=spec.get("revision"), repo_type=spec.get("repo_type", "model")))
+        except Exception as exc:  # the hub raises many types: offline, HTTP, DNS, disk full
+            raise DownloadError(f"cannot download {what} ({type(exc).__name__}: {first_line(exc)[:200]})",
+                                hint=f"check the network, or {fix}") from None
     want = spec.get("sha256")
-    if want and sha256_file(path) != want:
-        raise DownloadError(f"checksum mismatch ({what})", path=path, hint="delete it and pull again")
+    if want:
+        got = sha256_file(path)
+        if got != want:
+            blob = path.resolve()  # the hub cache's snapshot entry links to this blob
+            raise DownloadError(f"checksum mismatch for {what}: its sha256 is {got[:12]}..., the manifest pins "
+                                f"{want[:12]}...", path=blob,
+                                hint="the download is damaged or the file changed upstream: delete this file and "
+                                     "run the command again; if it fails the same way, please report it")
     return path
 
 
@@ -135,8 +222,13 @@ def caption_delete_tag_index(m: Manifest) -> list[int] | None:
     return [int(i) for i in value] if value is not None else None
 
 
-def pull(name: str, report: Report = lambda _m: None) -> store.InstalledModel:
-    """Download (or reuse) the weights and tag files of a known model, then convert it."""
+def pull(name: str, report: Report = lambda _m: None, *, note: str | None = None) -> store.InstalledModel:
+    """Download (or reuse) the weights and tag files of a known model, then convert it.
+
+    ``note`` ("model X is not installed yet: ...") is said just before the first progress message:
+    a pull that fails before doing anything (no network) then shows only its error line."""
+    if note is not None:
+        report = _after(note, report)
     m = manifest(name)
     family = FAMILIES.get(m.family)
     if not m.supported or family is None:
@@ -162,3 +254,17 @@ def convert(m: Manifest, checkpoint: Path, files: dict[str, Path], report: Repor
                            default_threshold=m.default_threshold, delete_tag_index=caption_delete_tag_index(m),
                            source=source)
     return import_checkpoint(checkpoint, m.name, inputs, family=family_of(m), report=report)
+
+
+def _after(note: str, report: Report) -> Report:
+    """``report``, saying ``note`` once before its first message."""
+    said = False
+
+    def say(message: str) -> None:
+        nonlocal said
+        if not said:
+            said = True
+            report(note)
+        report(message)
+
+    return say

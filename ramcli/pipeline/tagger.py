@@ -28,8 +28,7 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
                                  "for a checkpoint you already have")
     from ramcli.models.download import pull
 
-    report(f"model {name} is not installed yet: downloading and converting it once")
-    return pull(name, report)
+    return pull(name, report, note=f"model {name} is not installed yet: downloading and converting it once")
 
 
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,

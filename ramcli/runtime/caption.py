@@ -21,17 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ramcli.models.store import ENCODER, HEAD, InstalledModel
+from ramcli.models.families.files import DECODER_CROSS, DECODER_STEP, ENCODER, HEAD, TAG_ENCODER, VOCAB
+from ramcli.models.store import InstalledModel
 from ramcli.runtime.beam_search import BeamSettings, beam_search
 from ramcli.runtime.engine import EngineOptions, _session, input_contract
 from ramcli.runtime.images import Preprocess
 from ramcli.runtime.tagging import Selection, Tag, sigmoid
 from ramcli.runtime.wordpiece import WordPiece
 
-TAG_ENCODER = "tag_encoder.onnx"
-DECODER_CROSS = "text_decoder_cross.onnx"
-DECODER_STEP = "text_decoder_step.onnx"
-VOCAB = "vocab.txt"
 GRAPHS = (ENCODER, HEAD, TAG_ENCODER, DECODER_CROSS, DECODER_STEP)
 TAG_SEPARATOR = " | "
 # The released model's rules; meta.json carries the ones that apply to an installed model.

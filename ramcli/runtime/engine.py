@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import onnxruntime as ort
 
-from ramcli.errors import RamcliError, first_line
+from ramcli.config import models_dir
+from ramcli.errors import BrokenModel, RamcliError, first_line
 from ramcli.models.store import ENCODER, HEAD, HEAD_FEW, PRECISIONS, QUANTIZED, InstalledModel, graph_variant
 
 if TYPE_CHECKING:
@@ -213,18 +215,52 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
         with contextlib.suppress(Exception):  # CUDA/cuDNN from the nvidia-* wheels, if present
             ort.preload_dlls(directory="")
     ort.set_default_logger_severity(_SILENT if len(providers) > 1 else _QUIET)
+    # A graph onnxruntime cannot load (a truncated weights file) is also logged, in colour, by the
+    # session's logger; the exception below says it once, in one line.
+    so.log_severity_level = _SILENT
     try:
         session = ort.InferenceSession(path, so, providers=providers)
     except Exception as exc:
-        raise RamcliError(f"onnxruntime cannot load the model ({first_line(exc)})",
-                          path=path if isinstance(path, str) else None,
-                          hint="convert it again with `ramcli models import` or `ramcli models pull`") from None
+        raise _unloadable(path, exc) from None
     finally:
         ort.set_default_logger_severity(_QUIET)
     if opts.device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise RamcliError("--device cuda was asked for, but CUDA could not be loaded",
                           hint="check the NVIDIA driver and the nvidia-* CUDA 12/13 wheels, or use --device auto")
     return session
+
+
+# onnxruntime's messages carry its own source locations ("tensorprotoutils.cc:1876 GetExtDataFromTensorProto ",
+# "/onnxruntime_src/.../initializer.cc:79 onnxruntime::Initializer::Initializer(...) "): not for people.
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"(?:\S*/)?\w+\.(?:cc|h|cpp):\d+ (?:[\w:~]+\([^)]*\)(?: const)?|[\w:~]+) ")
+
+
+def ort_reason(exc: BaseException) -> str:
+    """onnxruntime's error as one short line: the innermost status message, without source locations."""
+    text = first_line(exc)
+    text = _ORT_STATUS.split(text)[-1]
+    text = _ORT_SOURCE.sub("", text).strip()
+    return text[:300] or type(exc).__name__
+
+
+def _unloadable(path: str | bytes, exc: BaseException) -> RamcliError:
+    """The one-line error for a graph onnxruntime refused: a model's file names the model and its
+    repair (a damaged int8/fp16 copy: make it again); a graph being converted, the conversion."""
+    if not isinstance(path, str):
+        return RamcliError(f"onnxruntime cannot load a graph ({ort_reason(exc)})",
+                           hint="please report this with `ramcli doctor --json`")
+    file = Path(path)
+    if file.parent.parent == models_dir() and not file.parent.name.startswith("."):
+        name = file.parent.name
+        precision = next((p for p in PRECISIONS[1:] if file.name.endswith(f".{p}.onnx")), None)
+        what = f"onnxruntime cannot load it ({ort_reason(exc)})"
+        if precision is not None:
+            return BrokenModel(name, what, path=file, hint=f"make it again: `ramcli models quantize {name} --to "
+                                                           f"{precision}`, or use --precision fp32")
+        return InstalledModel(name, file.parent).broken(file.name, what)
+    return RamcliError(f"onnxruntime cannot load the model ({ort_reason(exc)})", path=path,
+                       hint="convert it again with `ramcli models import` or `ramcli models pull`")
 
 
 class Engine:

@@ -7,15 +7,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ramcli.errors import ModelNotFound
+from ramcli.errors import ModelNotFound, RamcliError
 from ramcli.models import store
 from ramcli.models.families import FAMILIES
+from ramcli.models.families.files import BPE
+from ramcli.models.families.files import TEXT_ENCODER as ENCODER
 from ramcli.runtime.clip_tokenizer import ClipTokenizer
 from ramcli.runtime.engine import EngineOptions, _session, in_background
 
 CLIP_MODEL = "clip_vit_b16_text"
-ENCODER = "text_encoder.onnx"
-BPE = "bpe_simple_vocab_16e6.txt.gz"
 BATCH = 64
 
 
@@ -33,7 +33,12 @@ class TextEncoder:
                                 hint=f"run `ramcli models pull {CLIP_MODEL}`")
         self.model = model
         session = in_background(lambda: _session(os.fspath(model.path / ENCODER), opts or EngineOptions()))
-        self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))
+        try:
+            self.tokenizer = ClipTokenizer(model.path / BPE, int(model.meta.get("context_length", 77)))
+        except RamcliError as err:
+            if err.path is None:  # not the file's fault (the regex package is missing)
+                raise
+            raise model.broken(BPE, err.message) from None  # the model's own copy: convert it again
         if meanwhile is not None:
             meanwhile()
         self.session = session()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ramcli.errors import RamcliError
+from ramcli.errors import RamcliError, UsageError
 from ramcli.index import Index, PhotoFilter, PhotoRef
 
 if TYPE_CHECKING:  # numpy is imported where it is used: a tag-only search runs without it
@@ -35,6 +35,17 @@ if TYPE_CHECKING:  # numpy is imported where it is used: a tag-only search runs 
 
 _WORDS = re.compile(r"[\w'&+-]+")
 MAX_NGRAM = 5
+
+
+def check_query(query: str | None, like: object = None) -> None:
+    """A search needs something to look for: a query with text in it, or a photo to be ``like``.
+
+    Why blank counts as empty: ``ramcli search "$TERM"`` with an unset variable passes "" or "  ";
+    ranked, a blank query matched no tag and every photo by CLIP, and the first 20 photos came back
+    as if they matched. Both are the same usage error (exit 2)."""
+    if like is None and (query is None or not query.strip()):
+        raise UsageError("give a QUERY or --like PHOTO" + (" (the query is blank)" if query else ""),
+                         hint='e.g. ramcli search "dog on a beach"')
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,7 @@ class Searcher:
         return ranked[: opts.limit]
 
     def search(self, query: str, opts: SearchOptions) -> list[Hit]:
+        check_query(query)
         tags, open_words = self.vocab.match(query)
         if not self.clip_space:  # Tag2Text: words in tags and captions, nothing open-set
             return self.text_search(tags, self.caption_hits(query), opts)

@@ -18,6 +18,7 @@ disable`` switches a built-in tag off without a replacement.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ramcli.errors import RamcliError
+from ramcli.errors import RamcliError, first_line
 from ramcli.index import EMBED_DIM, CustomTagRow, Index
 from ramcli.vocab.openset import Embed, mean_embedding, prompts
 
@@ -204,19 +205,98 @@ def export_vocabulary(index: Index, path: Path) -> int:
 def read_vocabulary(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RamcliError(f"cannot read the vocabulary ({err})", path=path,
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise RamcliError(f"cannot read the vocabulary ({first_line(err)})", path=path,
                           hint="give a file written by `ramcli tags export`") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise RamcliError("is not a ramcli vocabulary", path=path, hint="give a file written by `ramcli tags export`")
-    if int(doc.get("version", 0)) > EXPORT_VERSION:
-        raise RamcliError(f"is vocabulary version {doc['version']}, newer than this ramcli", path=path,
+    version = doc.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RamcliError(f"has a version that is not a whole number: {version!r}", path=path,
+                          hint="give a file written by `ramcli tags export`")
+    if version > EXPORT_VERSION:
+        raise RamcliError(f"is vocabulary version {version}, newer than this ramcli", path=path,
                           hint="upgrade ramcli")
     return doc
 
 
-def decode_embeds(entry: dict[str, Any]) -> np.ndarray | None:
-    raw = entry.get("embeds")
+@dataclass(frozen=True)
+class ImportedTag:
+    """One tag of an exported vocabulary, checked: ``embeds`` None means embed its text again here."""
+
+    name: str
+    descriptions: tuple[str, ...]
+    threshold: float
+    name_zh: str | None
+    parent: str | None
+    encoder: str
+    embeds: np.ndarray | None
+
+
+def vocabulary_tags(doc: dict[str, Any], path: Path) -> list[ImportedTag]:
+    """Every tag of ``doc`` (from :func:`read_vocabulary`), each field checked before anything is written.
+
+    Why all first: an import that stopped at its tenth tag would leave nine in the library; a file
+    someone edited by hand (or cut short) is refused whole, in one line naming the tag and the field.
+    """
+    tags = doc.get("tags", [])
+    if not isinstance(tags, list):
+        raise RamcliError('"tags" is not a list', path=path, hint="give a file written by `ramcli tags export`")
+    out = []
+    for number, entry in enumerate(tags, 1):
+        def bad(what: str, number: int = number, entry: object = entry) -> RamcliError:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            label = f"tag {number}" + (f" ({name!r})" if isinstance(name, str) else "")
+            return RamcliError(f"{label}: {what}", path=path,
+                               hint="give a file written by `ramcli tags export`, unchanged")
+
+        if not isinstance(entry, dict):
+            raise bad("is not an object")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise bad('"name" is missing or not text')
+        try:
+            clean = clean_name(name)
+        except RamcliError as err:
+            raise bad(err.message) from None
+        descriptions = entry.get("descriptions") or []
+        if not isinstance(descriptions, list) or not all(isinstance(d, str) for d in descriptions):
+            raise bad('"descriptions" is not a list of texts')
+        threshold = entry.get("threshold", DEFAULT_THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise bad(f'"threshold" must be a number from 0 to 1, not {threshold!r}')
+        for key in ("name_zh", "parent", "encoder"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise bad(f'"{key}" is not text')
+        try:
+            embeds = decode_embeds(entry.get("embeds"))
+        except ValueError as err:
+            raise bad(str(err)) from None
+        out.append(ImportedTag(clean, tuple(descriptions), float(threshold), entry.get("name_zh"),
+                               entry.get("parent"), entry.get("encoder") or "", embeds))
+    disabled = doc.get("disabled", [])
+    if not isinstance(disabled, list) or not all(isinstance(n, str) for n in disabled):
+        raise RamcliError('"disabled" is not a list of tag names', path=path,
+                          hint="give a file written by `ramcli tags export`")
+    return out
+
+
+def decode_embeds(raw: object) -> np.ndarray | None:
+    """``embeds`` of an exported tag: base64 of little-endian float32 rows of EMBED_DIM; None when
+    absent. A ValueError says what is wrong (not base64, a length that is no whole row, NaN)."""
     if not raw:
         return None
-    return np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float32).reshape(-1, EMBED_DIM)
+    if not isinstance(raw, str):
+        raise ValueError('"embeds" is not base64 text')
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError('"embeds" is not valid base64') from None
+    row = EMBED_DIM * 4
+    if not data or len(data) % row:
+        raise ValueError(f'"embeds" holds {len(data)} bytes, not whole embeddings of {EMBED_DIM} float32 numbers '
+                         f"({row} bytes each)")
+    embeds = np.frombuffer(data, dtype="<f4").astype(np.float32).reshape(-1, EMBED_DIM)
+    if not np.isfinite(embeds).all():
+        raise ValueError('"embeds" holds numbers that are not finite (NaN or infinity)')
+    return embeds

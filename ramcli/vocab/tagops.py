@@ -70,19 +70,15 @@ def import_vocabulary(index: Index, path: Path, report: Callable[[str], None] = 
     """Tags from `ramcli tags export`: their embeddings are used as they are when they were made by the
     installed encoder, else computed again here."""
     doc = custom.read_vocabulary(path)
+    tags = custom.vocabulary_tags(doc, path)
     enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
     out, todo = [], []
-    for entry in doc.get("tags", []):
-        spec = TagSpec(custom.clean_name(str(entry["name"])), tuple(entry.get("descriptions") or ()),
-                       float(entry.get("threshold", custom.DEFAULT_THRESHOLD)), entry.get("name_zh"),
-                       entry.get("parent"))
-        embeds = custom.decode_embeds(entry)
-        if embeds is not None and (enc is None or entry.get("encoder") in (None, "", enc.name)):
-            out.append(custom.upsert(index, spec.name, embeds, descriptions=spec.descriptions,
-                                     threshold=spec.threshold, name_zh=spec.name_zh, parent=spec.parent,
-                                     encoder=str(entry.get("encoder") or "")))
+    for t in tags:
+        if t.embeds is not None and (enc is None or t.encoder in ("", enc.name)):
+            out.append(custom.upsert(index, t.name, t.embeds, descriptions=t.descriptions, threshold=t.threshold,
+                                     name_zh=t.name_zh, parent=t.parent, encoder=t.encoder))
         else:
-            todo.append(spec)
+            todo.append(TagSpec(t.name, t.descriptions, t.threshold, t.name_zh, t.parent))
     if todo:
         out += define(index, todo, report)
     for name in doc.get("disabled", []):

@@ -30,10 +30,10 @@ from ramcli.hashing import sha256_file
 from ramcli.models import store
 from ramcli.models.convert.common import export_graph
 from ramcli.models.families import CLIP_TEXT, ConvertInputs, Family
+from ramcli.models.families.files import BPE
+from ramcli.models.families.files import TEXT_ENCODER as ENCODER
 
 OPEN_CLIP_MODEL = "ViT-B-16"
-ENCODER = "text_encoder.onnx"
-BPE = "bpe_simple_vocab_16e6.txt.gz"
 PARITY_TEXTS = ["a photo of a dog.", "There is the red bicycle in the scene.", "修道院", "itap of my café."]
 _IGNORED = ("visual.", "logit_scale", "logit_bias")
 
@@ -153,6 +153,7 @@ def import_clip_text(checkpoint: Path, name: str, state: Mapping[str, torch.Tens
             "export_seconds": round(time.perf_counter() - t0, 2),
             "parity": {"text_embeds_max_abs": diff, "texts": len(PARITY_TEXTS)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "file_bytes": store.file_bytes(staging),  # checked whenever the model is opened
         }
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return store.InstalledModel(name, store.commit(staging, name))

@@ -139,6 +139,7 @@ def import_checkpoint(
             raise RamcliError(f"ONNX export does not reproduce PyTorch (max logit difference {worst:.2e})",
                               path=checkpoint, hint="please report this with `ramcli doctor --json`")
         meta["parity"] = parity
+        meta["file_bytes"] = store.file_bytes(staging)  # checked whenever the model is opened
         (staging / store.META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return store.InstalledModel(name, store.commit(staging, name))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ramcli.models.families.files import BPE, TEXT_ENCODER
+
 
 class ClipTextFamily:
     """A text model: no image encoder, no tag files, nothing to tag with or quantise."""
@@ -20,6 +22,8 @@ class ClipTextFamily:
     caption_stage = "head"
     quantized_graphs: tuple[str, ...] = ()
     few_tags_head = False
+    files = (TEXT_ENCODER, BPE)
+    optional_files: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"

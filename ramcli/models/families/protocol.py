@@ -99,6 +99,19 @@ class Family(Protocol):
         ...
 
     @property
+    def files(self) -> tuple[str, ...]:
+        """The files (``families.files``) a converted model of the family cannot work without,
+        besides meta.json: opening a model checks them (``store.check``), so a damaged folder is one
+        line naming the file and how to repair it, not a traceback half-way through a run."""
+        ...
+
+    @property
+    def optional_files(self) -> tuple[str, ...]:
+        """Files a model of the family may lack, because the runtime does without them (the few-tags
+        head of an earlier conversion); checked like the others where they are there."""
+        ...
+
+    @property
     def few_tags_head(self) -> bool:
         """Its conversion writes ``tag_head_few.onnx``; a model without it was converted by an
         earlier ramcli (`ramcli doctor` says to convert it again)."""

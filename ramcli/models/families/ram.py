@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ramcli.models import store
+from ramcli.models.families.files import ENCODER, HEAD, HEAD_FEW, LABELS, QUANTIZED, TAG_LIST, TAG_LIST_ZH, THRESHOLDS
 
 
 class RamFamily:
@@ -19,8 +19,11 @@ class RamFamily:
     text_encoder = False
     needs_vocab = False
     caption_stage = "head"  # Tagger.captions does nothing: its time is the head's
-    quantized_graphs = store.QUANTIZED
+    quantized_graphs = QUANTIZED
     few_tags_head = True
+    files = (ENCODER, HEAD, LABELS, TAG_LIST)
+    # earlier conversions have no few-tags head; imports may come without Chinese names or thresholds
+    optional_files = (HEAD_FEW, TAG_LIST_ZH, THRESHOLDS)
 
     def __init__(self, name: str, title: str, *, weights_descriptions: bool, capabilities: tuple[str, ...]) -> None:
         self.name = name

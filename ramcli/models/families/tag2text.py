@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from ramcli.models import store
+from ramcli.models.families.files import (
+    DECODER_CROSS,
+    DECODER_STEP,
+    ENCODER,
+    HEAD,
+    QUANTIZED,
+    TAG_ENCODER,
+    TAG_LIST,
+    THRESHOLDS,
+    VOCAB,
+)
 
 
 class Tag2TextFamily:
@@ -21,8 +31,10 @@ class Tag2TextFamily:
     weights_descriptions = False
     needs_vocab = True  # bert-base-uncased's vocab.txt
     caption_stage = "caption"
-    quantized_graphs = store.QUANTIZED
+    quantized_graphs = QUANTIZED
     few_tags_head = False
+    files = (ENCODER, HEAD, TAG_ENCODER, DECODER_CROSS, DECODER_STEP, VOCAB, TAG_LIST, THRESHOLDS)
+    optional_files: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
