@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,24 @@ def webp_simple_again(out: bytes) -> bytes:
     if 8 + chunk + (chunk & 1) != len(rest):  # another chunk follows: keep the extended layout
         return out
     return b"RIFF" + (4 + len(rest)).to_bytes(4, "little") + b"WEBP" + rest
+
+
+def decodes(data: bytes) -> bool:
+    """Whether Pillow decodes the picture in ``data`` (a JPEG at 1/8 scale, the first frame of others).
+
+    Tells "exiv2 cannot read this photo's metadata" (a sound picture: it gets a sidecar) from a damaged
+    or truncated file, or no picture at all (an error), when exiv2 refuses a file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged EXIF block warns; the question is only the picture
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format == "JPEG":
+                    im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+                return True
+    except Exception:  # any refusal, whatever the plugin raises, means no
+        return False
 
 
 def image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:
