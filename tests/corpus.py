@@ -457,6 +457,36 @@ def _bmp(d: Path) -> list[Path]:
     return [p]
 
 
+def _gif_named_jpg(d: Path) -> list[Path]:
+    buf = io.BytesIO()
+    _pixels(58).convert("P").save(buf, "GIF")
+    return [_write(d / "really-a-gif.jpg", buf.getvalue())]
+
+
+def _png_exif_chunk(d: Path) -> list[Path]:
+    """EXIF in a PNG's eXIf chunk (big-endian, as piexif writes it): phones' screenshots, Pillow, exiftool."""
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Phone", piexif.ImageIFD.Software: b"Screenshot 2.1"},
+                        "Exif": {piexif.ExifIFD.DateTimeOriginal: b"2022:01:02 03:04:05"}})
+    return [_write(d / "screenshot.png", png_bytes(_pixels(59), exif=exif))]
+
+
+def _png_latin1_description(d: Path) -> list[Path]:
+    """A tEXt "Description" in Latin-1 (the PNG spec's encoding for tEXt), and a second, French one (iTXt)."""
+    chunks = png_chunk(b"tEXt", b"Description\x00Vacances \xe0 la plage, \xe9t\xe9 1998") + png_chunk(
+        b"iTXt", b"Description\x00\x00\x00fr\x00Description\x00" + "Été à la plage".encode())
+    data = png_bytes(_pixels(60))
+    at = png_chunks(data)[1][0]  # right after IHDR
+    return [_write(d / "scanned-slide.png", data[:at] + chunks + data[at:])]
+
+
+def _big_tiff(d: Path) -> list[Path]:
+    """19000 x 10000 = 190 MP, one bit a pixel, deflated: ~30 KB, over Pillow's limit but under twice it
+    (where Pillow only warns)."""
+    p = d / "huge-scan.tif"
+    Image.new("1", (19000, 10000)).save(p, compression="tiff_adobe_deflate")
+    return [p]
+
+
 def _text_named_jpg(d: Path) -> list[Path]:
     return [_write(d / "notes.jpg", b"Shopping list:\n- milk\n- film for the camera\n")]
 
@@ -467,13 +497,13 @@ def _empty(d: Path) -> list[Path]:
 
 KINDS: tuple[Kind, ...] = (
     Kind("plain-jpeg", _plain, "embed"),
-    Kind("zero-byte-jpg", _empty, "error", "not an image"),
+    Kind("zero-byte-jpg", _empty, "error", "empty file"),
     Kind("text-named-jpg", _text_named_jpg, "error", "not an image"),
     Kind("truncated-jpeg", _truncated, "error", "truncated"),
     Kind("garbage-after-eoi", _garbage_after_eoi, "embed"),
     Kind("png-named-jpg", _png_named_jpg, "embed"),
     Kind("jpeg-named-png", _jpeg_named_png, "embed"),
-    Kind("png-bad-crc", _png_bad_crc, "error", "cannot decode"),
+    Kind("png-bad-crc", _png_bad_crc, "error", "not an image Pillow can read"),
     Kind("cmyk-jpeg", _jpeg("cmyk.jpg", 51, mode="CMYK"), "embed"),
     Kind("progressive-jpeg", _jpeg("progressive.jpg", 52, progressive=True), "embed"),
     Kind("grayscale-jpeg", _jpeg("gray.jpg", 53, mode="L"), "embed"),
@@ -488,8 +518,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("lzw-tiff", _tiff("tiff_lzw", "lzw.tif", 56), "embed"),
     Kind("bmp", _bmp, "sidecar"),
     Kind("exif-rotated-jpeg", _exif_rotated, "embed"),
-    Kind("corrupt-exif-jpeg", _corrupt_exif, "embed"),
-    Kind("malformed-xmp-jpeg", _malformed_xmp, "error", "metadata"),
+    Kind("corrupt-exif-jpeg", _corrupt_exif, "sidecar"),  # exiv2 cannot read its EXIF: never rewritten
+    Kind("malformed-xmp-jpeg", _malformed_xmp, "sidecar"),
     Kind("latin1-iptc-jpeg", _latin1_iptc, "embed"),
     Kind("custom-namespace-xmp-jpeg", _custom_namespace_xmp, "embed"),
     Kind("two-xmp-packets-jpeg", _two_xmp_packets, "sidecar"),
@@ -520,6 +550,10 @@ KINDS: tuple[Kind, ...] = (
     Kind("webp-exif-icc", _webp_with_exif, "embed"),
     Kind("user-hierarchy-description", _user_hierarchy, "embed"),
     Kind("plain-tiff", _tiff(None, "plain.tif", 57), "embed"),
+    Kind("gif-named-jpg", _gif_named_jpg, "sidecar"),
+    Kind("png-exif-chunk", _png_exif_chunk, "embed"),
+    Kind("png-latin1-description", _png_latin1_description, "embed"),
+    Kind("190-megapixel-tiff", _big_tiff, "error", "too many pixels"),
 )
 
 

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,11 +95,13 @@ def frames(path: Path) -> str | None:
     """Every frame's decoded pixels (mode, size, bytes) as one hash; None where Pillow cannot decode."""
     h = hashlib.sha256()
     try:
-        with Image.open(path) as im:
-            for frame in ImageSequence.Iterator(im):
-                frame.load()
-                h.update(f"{frame.mode}{frame.size}".encode())
-                h.update(frame.tobytes())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged EXIF, over Pillow's limit: the pixels are what is compared
+            with Image.open(path) as im:
+                for frame in ImageSequence.Iterator(im):
+                    frame.load()
+                    h.update(f"{frame.mode}{frame.size}".encode())
+                    h.update(frame.tobytes())
     except Exception:  # not decodable before: nothing to compare (the file's bytes are compared instead)
         return None
     return h.hexdigest()
@@ -239,12 +242,15 @@ class Library:
     untag: Run
     after_untag: dict[Path, FileState]
     outside_after: dict[Path, FileState]
+    copy: Path  # the tagged library, copied before `untag` and untagged with a fresh index
+    untag_copy: Run
+    after_untag_copy: Snapshot
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Iterator[Library]:
     base = tmp_path_factory.mktemp("hostile")
-    root, outside, index = base / "lib", base / "outside", str(base / "index.db")
+    root, outside, copy, index = base / "lib", base / "outside", base / "copy", str(base / "index.db")
     built = {b.kind.name: b for b in corpus.build(root)}
     make_photo(outside / "neighbour.jpg", (48, 32), seed=99, quality=90)
     photos = [p for b in built.values() for p in b.photos]
@@ -257,11 +263,22 @@ def library(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Iterator[Li
         after_again = tree(root)
         bad = [name for name, b in built.items() if b.kind.expect == "error"]
         good_only = Run.of(run_cli(*TAG, "--index", index, *(f"--exclude={n}" for n in bad), str(root)))
+        shutil.copytree(root, copy, symlinks=True, ignore=_unreadable)
         untag = Run.of(run_cli("untag", "--index", index, "--json", str(root)))
+        untag_copy = Run.of(run_cli("untag", "--index", str(base / "fresh.db"), "--json", str(copy)))
         yield Library(root, outside, built, before, outside_before, tag, after, again, after_again, good_only,
-                      untag, tree(root), tree(outside))
+                      untag, tree(root), tree(outside), copy, untag_copy,
+                      snapshot(copy, [copy / p.relative_to(root) for p in photos if (copy / p.relative_to(root))
+                                      .exists()]))
     finally:
         corpus.unlock(root)
+        if copy.exists():
+            corpus.unlock(copy)
+
+
+def _unreadable(folder: str, names: list[str]) -> list[str]:
+    """What copytree cannot read (a chmod 000 file, for a user other than root) stays behind."""
+    return [n for n in names if not os.access(os.path.join(folder, n), os.R_OK)]
 
 
 def kinds(*expect: str) -> list[object]:
@@ -289,13 +306,14 @@ def test_the_corpus_has_forty_kinds() -> None:
 
 
 def test_runs_go_on_and_exit_nonzero_iff_something_failed(library: Library) -> None:
-    for run in (library.tag, library.again, library.good_only, library.untag):
+    for run in (library.tag, library.again, library.good_only, library.untag, library.untag_copy):
         assert "Traceback" not in run.result.stdout + run.result.stderr, run.result.stderr
     assert library.tag.result.returncode == 1, library.tag.result.stderr
     assert library.again.result.returncode == 1, library.again.result.stderr
     assert library.good_only.result.returncode == 0, library.good_only.result.stderr
     assert library.untag.result.returncode == 0, library.untag.result.stderr
-    assert "error" not in library.good_only.result.stderr.lower()
+    assert library.untag_copy.result.returncode == 0, library.untag_copy.result.stderr
+    assert not [line for line in library.good_only.result.stderr.splitlines() if line.startswith("error")]
 
 
 def test_no_file_outside_the_corpus_is_touched(library: Library) -> None:
@@ -424,3 +442,39 @@ def test_untag_gives_every_byte_back(library: Library, name: str, request: pytes
             if name in NOT_BYTE_IDENTICAL:
                 after = exiftool_all([photo])[photo]
                 assert lost_fields(library.before.exif[photo], after) == []
+
+
+@pytest.mark.parametrize("name", kinds())
+def test_untag_with_a_lost_index_loses_nothing(library: Library, name: str, request: pytest.FixtureRequest) -> None:
+    """The tagged library copied and untagged with a fresh index: no recipes, so ramcli's fields are
+    removed by a second rewrite (each file's own record says what is ramcli's). That rewrite must lose
+    nothing either: pixels, scan data and every field as before the first tag; no keyword and no
+    sidecar of ramcli's left."""
+    xfail(request, "untag-lost-index", name)
+    b = library.built[name]
+    before, after = library.before, library.after_untag_copy
+    here = {p: library.copy / p.relative_to(library.root) for p in before.files if p.is_relative_to(b.folder)}
+    readable = {p: q for p, q in here.items() if before.files[p].sha != "unreadable"}
+    assert {q for q in after.files if q.is_relative_to(library.copy / b.folder.relative_to(library.root))} == \
+        set(readable.values()), "files created or lost (a sidecar ramcli created left behind?)"
+    for photo in b.photos:
+        if photo not in readable:
+            continue
+        copy = readable[photo]
+        statuses = [e["status"] for e in library.untag_copy.events.get(printable(copy), [])]
+        assert statuses == (["untagged"] if b.kind.expect in GOOD else ["unchanged"] if statuses else []), statuses
+        assert library.untag_copy.lines_naming(copy) == []
+        assert after.pixels[copy] == before.pixels[photo], f"{copy}: decoded pixels changed"
+        assert after.scans[copy] == before.scans[photo], f"{copy}: JPEG scan data changed"
+    for p, q in readable.items():
+        if b.kind.expect != "embed" or p not in b.photos:
+            assert after.files[q].sha == before.files[p].sha, f"{q} changed"
+    if EXIFTOOL:
+        ours = {t for p in b.photos for e in library.tag.events.get(printable(p), []) for t in e.get("tags", [])}
+        for p, q in readable.items():
+            if p in before.exif:
+                was = {k: v for k, v in before.exif[p].items() if k != "System:Directory"}  # the copy's folder
+                now = {k: v for k, v in after.exif[q].items() if k != "System:Directory"}
+                assert lost_fields(was, now) == [], q
+                assert new_fields(was, now) == [], q
+                assert ramcli_keywords_left(q, ours) == [], q
