@@ -19,6 +19,7 @@ Symlinks, FIFOs and broken model files are other modules' business and are left 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
@@ -487,6 +488,79 @@ def _big_tiff(d: Path) -> list[Path]:
     return [p]
 
 
+def _extended_xmp(d: Path) -> list[Path]:
+    """A phone's portrait photo: a depth map in ExtendedXMP, split over APP1 segments past 64 KB."""
+    gdepth = 'xmlns:GDepth="http://ns.google.com/photos/1.0/depthmap/"'
+    ext = xmp_packet(f"<GDepth:Data>{'QUJD' * 20000}</GDepth:Data>", namespaces=gdepth)
+    guid = hashlib.md5(ext).hexdigest().upper()
+    main = xmp_packet(f"<xmpNote:HasExtendedXMP>{guid}</xmpNote:HasExtendedXMP><GDepth:Format>RangeInverse"
+                      "</GDepth:Format>", namespaces=f'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" {gdepth}')
+    ext_id = b"http://ns.adobe.com/xmp/extension/\x00" + guid.encode() + len(ext).to_bytes(4, "big")
+    parts = [app_segment(0xE1, ext_id + off.to_bytes(4, "big") + ext[off:off + 65000])
+             for off in range(0, len(ext), 65000)]
+    return [_write(d / "PXL_portrait.jpg", insert_after_soi(jpeg_bytes(61), xmp_app1(main), *parts))]
+
+
+def _xmp_structures(d: Path) -> list[Path]:
+    """XMP with structures and qualifiers: face regions (MWG), history, contact info, a title in three
+    languages, an ordered creator list."""
+    body = ('<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Sunset</rdf:li><rdf:li xml:lang="de-DE">'
+            'Sonnenuntergang</rdf:li><rdf:li xml:lang="fr">Coucher</rdf:li></rdf:Alt></dc:title>'
+            '<dc:creator><rdf:Seq><rdf:li>Ada</rdf:li><rdf:li>Bob</rdf:li></rdf:Seq></dc:creator>'
+            '<xmpMM:History><rdf:Seq><rdf:li rdf:parseType="Resource"><stEvt:action>saved</stEvt:action>'
+            '<stEvt:when>2020-01-01T10:00:00+01:00</stEvt:when><stEvt:softwareAgent>Photoshop</stEvt:softwareAgent>'
+            '</rdf:li></rdf:Seq></xmpMM:History>'
+            '<Iptc4xmpCore:CreatorContactInfo rdf:parseType="Resource"><Iptc4xmpCore:CiAdrCity>Paris'
+            '</Iptc4xmpCore:CiAdrCity></Iptc4xmpCore:CreatorContactInfo><xmp:Rating>4</xmp:Rating>'
+            '<mwg-rs:Regions rdf:parseType="Resource"><mwg-rs:RegionList><rdf:Bag><rdf:li rdf:parseType="Resource">'
+            '<mwg-rs:Name>Ada</mwg-rs:Name><mwg-rs:Type>Face</mwg-rs:Type><mwg-rs:Area stArea:x="0.5" stArea:y="0.5"'
+            ' stArea:w="0.1" stArea:h="0.1" stArea:unit="normalized"/></rdf:li></rdf:Bag></mwg-rs:RegionList>'
+            '</mwg-rs:Regions>')
+    ns = ('xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" xmlns:stEvt="http://ns.adobe.com/xap/1.0/sType/ResourceEvent#"'
+          ' xmlns:Iptc4xmpCore="http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+          ' xmlns:mwg-rs="http://www.metadataworkinggroup.com/schemas/regions/"'
+          ' xmlns:stArea="http://ns.adobe.com/xmp/sType/Area#"')
+    return [_write(d / "faces.jpg", insert_after_soi(jpeg_bytes(62), xmp_app1(xmp_packet(body, namespaces=ns))))]
+
+
+def _photoshop_irb(d: Path) -> list[Path]:
+    """Photoshop's APP13 with more than IPTC: resolution info and a caption digest beside UTF-8 IPTC."""
+    iim = b"".join(b"\x1c" + bytes([r, n]) + len(v).to_bytes(2, "big") + v for r, n, v in
+                   [(1, 90, b"\x1b%G"), (2, 0, b"\x00\x04"), (2, 25, b"Hafen"), (2, 116, "© Ada".encode())])
+    res = (b"8BIM\x03\xed\x00\x00" + (16).to_bytes(4, "big") + b"\x00\x48\x00\x00\x00\x01\x00\x01"
+           b"\x00\x48\x00\x00\x00\x01\x00\x01")  # ResolutionInfo: 72 dpi
+    iptc = b"8BIM\x04\x04\x00\x00" + len(iim).to_bytes(4, "big") + iim + b"\x00" * (len(iim) & 1)
+    return [_write(d / "photoshop.jpg", insert_after_soi(jpeg_bytes(63), app_segment(0xED, b"Photoshop 3.0\x00" + res
+                                                                                      + iptc)))]
+
+
+def _gif_with_user_sidecar(d: Path) -> list[Path]:
+    """digiKam already keeps this GIF's metadata in ``anim.gif.xmp``: ramcli adds to it, keeps the rest."""
+    frames = [_pixels(s).convert("P") for s in (64, 65)]
+    p = d / "party.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    _write(d / "party.gif.xmp", xmp_packet(
+        '<dc:subject><rdf:Bag><rdf:li>birthday</rdf:li></rdf:Bag></dc:subject><xmp:Rating>5</xmp:Rating>'
+        '<digiKam:TagsList><rdf:Seq><rdf:li>Events/Birthday</rdf:li></rdf:Seq></digiKam:TagsList>',
+        namespaces='xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmlns:digiKam="http://www.digikam.org/ns/1.0/"'))
+    return [p]
+
+
+def _tiff_user_metadata(d: Path) -> list[Path]:
+    """A scanner's TIFF with EXIF, GPS, an ICC profile and the user's keywords (as Lightroom writes them)."""
+    import pyexiv2
+
+    p = d / "scan-with-metadata.tif"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    _pixels(66).save(p, "TIFF", icc_profile=icc, compression="tiff_deflate")
+    with pyexiv2.Image(str(p)) as img:
+        img.modify_exif({"Exif.Image.Make": "Epson", "Exif.Image.Artist": "Ada",
+                         "Exif.GPSInfo.GPSLatitudeRef": "S", "Exif.GPSInfo.GPSLatitude": "33/1 51/1 0/1"})
+    add_user_keywords(p, ["archive", "1987"])
+    return [p]
+
+
 def _text_named_jpg(d: Path) -> list[Path]:
     return [_write(d / "notes.jpg", b"Shopping list:\n- milk\n- film for the camera\n")]
 
@@ -554,6 +628,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("png-exif-chunk", _png_exif_chunk, "embed"),
     Kind("png-latin1-description", _png_latin1_description, "embed"),
     Kind("190-megapixel-tiff", _big_tiff, "error", "too many pixels"),
+    Kind("extended-xmp-depth-jpeg", _extended_xmp, "embed"),
+    Kind("xmp-structures-faces-jpeg", _xmp_structures, "embed"),
+    Kind("photoshop-irb-jpeg", _photoshop_irb, "embed"),
+    Kind("gif-with-user-sidecar", _gif_with_user_sidecar, "sidecar"),
+    Kind("tiff-user-metadata", _tiff_user_metadata, "embed"),
 )
 
 
