@@ -97,7 +97,8 @@ def _hash_pixels(path: Path) -> str:
         raise ImageError(TOO_MANY_PIXELS, path=path, hint=SCALE_DOWN) from None
     except Exception as exc:  # any decoder failure is the file's problem, reported per file
         raise ImageError(f"cannot read image data ({first_line(exc)})", path=path,
-                         hint="the file may be truncated, corrupt or not an image") from None
+                         hint="it may be truncated, corrupt or not an image; copy it again from its source, "
+                              "or skip it") from None
 
 
 def image_hash(path: Path) -> str:

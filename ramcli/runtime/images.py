@@ -106,7 +106,7 @@ def unidentified(path: Path) -> ImageError:
 def decode_error(exc: BaseException, path: Path) -> ImageError:
     """Any decoder failure as this file's one-line error (decoders raise many exception types)."""
     return ImageError(f"cannot decode image ({first_line(exc)})", path=path,
-                      hint="the file may be truncated or corrupt")
+                      hint="the file may be truncated or corrupt; copy it again from its source, or skip it")
 
 
 def open_rgb(path: Path, *, orient: bool = True) -> Image.Image:
