@@ -13,7 +13,11 @@ step. The tests then judge each kind of file on its own, so a failure names the 
   links kept, no file outside the corpus touched, no file in it but the photos and new sidecars;
 * a second run reports every good file unchanged and changes no byte;
 * `untag` gives every file its bytes back (the exceptions are named in ``NOT_BYTE_IDENTICAL``) and
-  leaves no ramcli keyword and no sidecar it created.
+  leaves no ramcli keyword and no sidecar it created;
+* `untag` of a copy of the tagged library with a fresh index (no undo recipes: ramcli's fields are
+  removed by a second rewrite) loses nothing either, judged field by field.
+
+The runs use ``--workers 1`` (the machine is shared) and take about 40 s with exiftool.
 """
 
 from __future__ import annotations
