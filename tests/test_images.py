@@ -107,7 +107,7 @@ def test_heic_when_supported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
     [
-        ("empty.jpg", b"", "not an image"),
+        ("empty.jpg", b"", "empty file"),
         ("text.jpg", b"this is not a photo\n" * 10, "not an image"),
         ("truncated.jpg", None, "truncated"),
     ],

@@ -609,7 +609,6 @@ def _corrupt_exif(data: bytes) -> bytes:
     ("garbage.jpg", lambda d: b"this is not a photo at all\n" * 20),
     ("empty.jpg", lambda d: b""),
     ("truncated.jpg", _truncate),
-    ("bad-exif.jpg", _corrupt_exif),
     ("truncated.png", _truncate),
     ("truncated.tif", _truncate),
     ("truncated.webp", _truncate),
@@ -623,6 +622,19 @@ def test_damaged_files_raise_image_error_and_stay_untouched(tmp_path: Path, name
     assert str(photo) in str(err.value) and "\n" not in str(err.value)
     assert photo.read_bytes() == raw and temp_files(tmp_path) == []
     assert not list(tmp_path.glob("*.xmp"))
+
+
+def test_a_sound_picture_with_metadata_exiv2_cannot_read_gets_a_sidecar(tmp_path: Path) -> None:
+    """Its pixels decode, its EXIF does not parse: a rewrite would drop what exiv2 could not read, so the
+    photo stays byte-identical and the keywords go into its sidecar (untag deletes it again)."""
+    photo = tmp_path / "bad-exif.jpg"
+    photo.write_bytes(_corrupt_exif(make_photo(tmp_path / "good.jpg").read_bytes()))
+    raw = photo.read_bytes()
+    result = write_keywords(photo, KW, [])
+    assert result.storage == "sidecar-ext" and photo.read_bytes() == raw
+    assert read_keywords(photo) == set(KW)
+    assert remove_keywords(photo, KW).changed and not (tmp_path / "bad-exif.jpg.xmp").exists()
+    assert photo.read_bytes() == raw
 
 
 def test_wrong_extension_is_written_as_what_the_file_is(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from ramcli.errors import ImageError
 from ramcli.metadata import exiv, provenance, safefile
 from ramcli.metadata.exiv import UTF8, Snapshot
 from ramcli.metadata.fields import FIELDS, CaptionChange, CaptionStatus, caption, keywords
-from ramcli.metadata.imagedata import image_digest, xmp_packets
+from ramcli.metadata.imagedata import decodes, image_digest, xmp_packets
 from ramcli.metadata.safefile import State, guard, state, writable
 from ramcli.metadata.safefile import atomic_write as _atomic_write
 from ramcli.metadata.sidecar import EMBED, EMPTY_PACKET, sidecar_paths, stem_shared
@@ -112,8 +112,9 @@ def sidecar_path(path: Path, opts: WriteOptions) -> Path:
 def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
     """Every keyword the photo carries: dc:subject, IPTC Keywords, XPKeywords and both sidecar namings.
 
-    Embedded metadata of formats ramcli does not embed into (HEIC, RAW) is read where exiv2 can, and
-    silently skipped where it cannot; their sidecar is the storage of record.
+    Embedded metadata of formats ramcli does not embed into (HEIC, RAW), and of pictures whose own metadata
+    exiv2 cannot read (those get a sidecar), is read where exiv2 can, and silently skipped where it cannot;
+    their sidecar is the storage of record.
     """
     path = Path(path)
     data = guard(Path.read_bytes, path)
@@ -122,7 +123,7 @@ def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
         values = _snapshot(data, path, keywords.plain_styles).values
         found.update(v for s in keywords.plain_styles for v in values.get(s, []))
     except ImageError:
-        if path.suffix.lower() in EMBED:
+        if path.suffix.lower() in EMBED and not decodes(data):
             raise
     for side in sidecar_paths(path):
         if side.is_file():
@@ -210,7 +211,16 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
                        forget=forget)
     if side and before and not writable(real):
         raise ImageError("its sidecar is read-only", path=real, hint="make it writable to update the keywords")
-    snap = _snapshot(data, real, keywords.styles_for("sidecar") if side else None, captions=change is not None)
+    try:
+        snap = _snapshot(data, real, keywords.styles_for("sidecar") if side else None, captions=change is not None)
+    except ImageError:
+        if side or not decodes(data):  # damaged, truncated or no picture at all: never written, an error
+            raise
+        # A sound picture whose own metadata exiv2 cannot take (malformed XMP, EXIF offsets out of bounds,
+        # a GIF named .jpg): a rewrite would drop what exiv2 could not read, so the photo is left alone and
+        # ours goes into its sidecar, as for two XMP packets.
+        return _update(path, ours, previous, replace(opts, sidecar=True), change, model=model, journal=journal,
+                       forget=forget)
     values, kind = snap.values, snap.kind
     record = provenance.read(values)
     if side and opts.sidecar_name == "stem" and (
@@ -334,10 +344,12 @@ def _embedded_captions(path: Path) -> list[list[str]]:
 
 def _captions_in(path: Path, *, required: bool) -> list[str]:
     """The non-blank descriptions in one file, best storage first; ``required``: errors are raised."""
+    data = None
     try:
-        values = _snapshot(guard(Path.read_bytes, path), path, caption.styles).values
+        data = guard(Path.read_bytes, path)
+        values = _snapshot(data, path, caption.styles).values
     except ImageError:
-        if required:
+        if required and not (data and decodes(data)):  # a picture exiv2 cannot read: its sidecar speaks for it
             raise
         return []
     return [clean_caption(v[0]) for s in caption.styles if (v := values.get(s)) and not blank(v[:1])]

@@ -8,7 +8,8 @@ to stdout, which would corrupt ``--json`` output; errors still raise.
 What each style stores is the style's business (``styles``); here live the rules of the families as
 exiv2 handles them: IPTC text needs its UTF-8 declaration (pyexiv2 does not set it; without it exiftool
 shows mojibake), 8-bit legacy IPTC is read but never rewritten, EXIF that cannot be decoded is left alone,
-and a WebP whose XMP became empty loses its XMP chunk (exiv2 would keep the old packet).
+a PNG's or WebP's chunks other than the ones ramcli writes are kept verbatim (exiv2 re-encodes them), and a
+WebP whose XMP became empty loses its XMP chunk (exiv2 would keep the old packet).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyexiv2
 
 from ramcli.errors import ImageError, first_line
 from ramcli.metadata import provenance
-from ramcli.metadata.imagedata import webp_simple_again, webp_without_xmp
+from ramcli.metadata.imagedata import png_others_kept, webp_others_kept, webp_simple_again, webp_without_xmp
 from ramcli.metadata.styles import Style, as_list
 
 pyexiv2.set_log_level(3)
@@ -159,6 +160,10 @@ def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
                 if fixed != packet:
                     img.modify_raw_xmp(fixed)
             out = img.get_bytes()
+            if kind == "png":  # exiv2 rebuilds every metadata chunk: only the blocks planned are ours to change
+                out = png_others_kept(data, out, [b for b in ("xmp", "iptc") if todo[b]])
+            elif kind == "webp":
+                out = webp_others_kept(data, out)
             if emptied:
                 out = webp_without_xmp(out, path)
             if keep_ms_uri and kind != "png":  # exiv2 re-parses any packet it is given: patch its bytes instead,

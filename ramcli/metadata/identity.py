@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import warnings
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
 from ramcli.metadata.imagedata import jpeg_scan_offset
+from ramcli.runtime.images import SCALE_DOWN, TOO_MANY_PIXELS, unidentified
 
 _CHUNK = 1 << 20
 
@@ -69,19 +71,34 @@ def _hash_png(path: Path) -> str | None:
 
 
 def _hash_pixels(path: Path) -> str:
+    """The decoded first frame's hash, with Pillow's warnings handled as decoding them does.
+
+    Pillow *warns* about a picture over its pixel limit (and decodes it anyway) and about EXIF it
+    cannot parse: the first is the decompression-bomb guard, refused here as it is for tagging, before
+    hundreds of megabytes are decoded; the second is harmless. Either warning would otherwise print a
+    stray line, naming no file, on stderr.
+    """
     try:
-        with Image.open(path) as img:
-            img.seek(0)
-            img.load()
-            h = _hasher()
-            h.update(f"pixels:{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
-            h.update(img.tobytes())
-            return h.hexdigest()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)
+                img.load()
+                h = _hasher()
+                h.update(f"pixels:{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+                h.update(img.tobytes())
+                return h.hexdigest()
     except FileNotFoundError:
         raise ImageError("file vanished before it could be read", path=path) from None
+    except UnidentifiedImageError:
+        raise unidentified(path) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(TOO_MANY_PIXELS, path=path, hint=SCALE_DOWN) from None
     except Exception as exc:  # any decoder failure is the file's problem, reported per file
         raise ImageError(f"cannot read image data ({first_line(exc)})", path=path,
-                         hint="the file may be truncated, corrupt or not an image") from None
+                         hint="it may be truncated, corrupt or not an image; copy it again from its source, "
+                              "or skip it") from None
 
 
 def image_hash(path: Path) -> str:

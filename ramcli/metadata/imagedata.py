@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+import warnings
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -131,6 +132,94 @@ def xmp_packets(data: bytes) -> int:
     return count
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+# The PNG text chunks (by keyword) holding what ramcli writes, per metadata block.
+_PNG_KEYWORDS = {"xmp": (b"XML:com.adobe.xmp",), "iptc": (b"Raw profile type iptc",)}
+
+
+def _png_chunks(data: bytes) -> tuple[list[bytes], bytes] | None:
+    """A PNG's whole chunks (length, type, data, CRC) up to IEND, and any bytes after it; None when the
+    chunk lengths do not add up (nothing is spliced then)."""
+    if data[:8] != PNG_SIGNATURE:
+        return None
+    chunks, i = [], 8
+    while i + 12 <= len(data):
+        end = i + 12 + int.from_bytes(data[i:i + 4], "big")
+        if end > len(data):
+            return None
+        chunks.append(data[i:end])
+        i = end
+        if chunks[-1][4:8] == b"IEND":
+            return chunks, data[i:]
+    return None
+
+
+def _png_keyword(chunk: bytes) -> bytes | None:
+    return chunk[8:].split(b"\x00", 1)[0] if chunk[4:8] in _PNG_TEXT else None
+
+
+def png_others_kept(original: bytes, out: bytes, blocks: Collection[str]) -> bytes:
+    """``out`` (exiv2's rewrite of ``original``) with every chunk but the ``blocks`` ramcli changed
+    (``"xmp"``, ``"iptc"``) taken back, verbatim and in place, from ``original``.
+
+    exiv2 rebuilds all of a PNG's metadata chunks when it writes one: an eXIf chunk comes back re-encoded
+    (little-endian), and a "Description" text chunk, which exiv2 takes as the image comment, comes back as
+    one compressed UTF-8 iTXt: a Latin-1 tEXt as invalid UTF-8, an iTXt without its language and
+    translated keyword, a second one gone. ramcli writes none of those. Chunks of a changed block go
+    where the original had that block's first chunk, or, new, right after IHDR (where exiv2 puts them).
+    """
+    old, new = _png_chunks(original), _png_chunks(out)
+    if old is None or new is None:
+        return out
+    keys = {k for b in blocks for k in _PNG_KEYWORDS.get(b, ())}
+    ours = [c for c in new[0] if _png_keyword(c) in keys]
+    had = any(_png_keyword(c) in keys for c in old[0])
+    chunks: list[bytes] = []
+    for c in old[0]:
+        if _png_keyword(c) in keys:
+            chunks += ours
+            ours = []
+            continue
+        chunks.append(c)
+        if c[4:8] == b"IHDR" and not had:
+            chunks += ours
+            ours = []
+    return PNG_SIGNATURE + b"".join(chunks) + old[1]
+
+
+def _riff_chunks(data: bytes) -> list[bytes] | None:
+    """A WebP's whole chunks (padding included) after the RIFF header; None when they do not add up."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunks, i = [], 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4:i + 8], "little")
+        end = i + 8 + size + (size & 1)
+        if end > len(data) + (size & 1):  # a missing final pad byte is common and harmless
+            return None
+        chunks.append(data[i:end])
+        i = end
+    return chunks if i >= len(data) else None
+
+
+def webp_others_kept(original: bytes, out: bytes) -> bytes:
+    """``out`` (exiv2's rewrite of ``original``) with every chunk but the extended header (VP8X) and
+    XMP taken back, verbatim and in order, from ``original``.
+
+    exiv2 re-encodes a WebP's EXIF chunk (little-endian, the tags it knows) whenever it writes XMP;
+    ramcli never writes EXIF into a WebP. The header comes from ``out`` because its flags announce the
+    XMP; XMP goes last, where exiv2 puts it and the format wants it.
+    """
+    old, new = _riff_chunks(original), _riff_chunks(out)
+    if old is None or new is None:
+        return out
+    header = [c for c in new if c[:4] == b"VP8X"]
+    xmp = [c for c in new if c[:4] == b"XMP "]
+    body = b"".join([*header, *(c for c in old if c[:4] not in (b"VP8X", b"XMP ")), *xmp])
+    return b"RIFF" + (4 + len(body)).to_bytes(4, "little") + b"WEBP" + body
+
+
 def webp_without_xmp(data: bytes, path: Path) -> bytes:
     """Drop a WebP's "XMP " chunk and its VP8X flag (exiv2 keeps the old chunk when XMP becomes empty)."""
     if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
@@ -164,6 +253,24 @@ def webp_simple_again(out: bytes) -> bytes:
     if 8 + chunk + (chunk & 1) != len(rest):  # another chunk follows: keep the extended layout
         return out
     return b"RIFF" + (4 + len(rest)).to_bytes(4, "little") + b"WEBP" + rest
+
+
+def decodes(data: bytes) -> bool:
+    """Whether Pillow decodes the picture in ``data`` (a JPEG at 1/8 scale, the first frame of others).
+
+    Tells "exiv2 cannot read this photo's metadata" (a sound picture: it gets a sidecar) from a damaged
+    or truncated file, or no picture at all (an error), when exiv2 refuses a file.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged EXIF block warns; the question is only the picture
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format == "JPEG":
+                    im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+                im.load()
+                return True
+    except Exception:  # any refusal, whatever the plugin raises, means no
+        return False
 
 
 def image_digest(data: bytes, kind: str, path: Path, *, validate: bool) -> str:

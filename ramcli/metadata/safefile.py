@@ -6,7 +6,8 @@ the original only if the original is still as it was read (size, mtime, inode): 
 made meanwhile wins, and the photo is left as that program wrote it. The folder is fsynced after.
 
 A run killed (``kill -9``) between writing the temp and renaming it leaves a temp whose name carries the
-dead process id; the next run writing in that folder recognises it as stale and removes it.
+photo's name (its first 160 bytes) and the dead process id; the next run writing in that folder recognises
+it as stale and removes it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ State = tuple[int, int, int]  # size, mtime_ns, inode
 _TEMP_SUFFIX = ".ramcli-tmp"
 # mkstemp's random part has no dots: ".photo.jpg.<pid>.<random>.ramcli-tmp"
 _TEMP_NAME = re.compile(r"\..+\.(\d+)\.[^.]+\.ramcli-tmp")
+# Bytes of the photo's name kept in its temp's name: a name is at most 255 bytes (NAME_MAX on ext4, XFS,
+# btrfs, APFS, NTFS), and the dots, pid, random part and suffix take up to ~40 of them.
+_TEMP_NAME_BYTES = 160
 # One check-then-rename (or delete) at a time in this process, and the set of folders already swept.
 _LOCK = threading.Lock()
 _SWEPT: set[Path] = set()
@@ -44,7 +48,8 @@ def atomic_write(target: Path, data: bytes, before: State | None, *,
     """
     _remove_stale_temps(target.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_short(target.name)}.{os.getpid()}.", suffix=_TEMP_SUFFIX,
+                                   dir=target.parent)
     except OSError as exc:
         raise ImageError(f"cannot write in its folder ({exc.strerror})", path=path) from None
     try:
@@ -74,6 +79,18 @@ def atomic_write(target: Path, data: bytes, before: State | None, *,
             raise ImageError(f"could not write the metadata ({exc.strerror or exc})", path=path) from None
         raise
     fsync_dir(target.parent)
+
+
+def _short(name: str) -> str:
+    """``name`` cut to ``_TEMP_NAME_BYTES`` bytes, whole characters only, for the temp's name.
+
+    The temp only needs to say whose it is; a photo named with 220+ bytes (long titles, CJK names at three
+    bytes a character) would otherwise give a temp name over 255 bytes, and the write would fail with
+    "File name too long" for a photo whose own name is fine.
+    """
+    while len(os.fsencode(name)) > _TEMP_NAME_BYTES:
+        name = name[:-1]
+    return name
 
 
 def remove(target: Path, before: State | None, path: Path, what: str) -> None:

@@ -1,8 +1,8 @@
 """Where a photo's metadata is written: into the photo, or into an XMP sidecar beside it.
 
 Only the formats measured to keep pixels and foreign metadata intact are embedded into (JPEG, PNG, TIFF,
-WebP). HEIC/AVIF, camera RAW, anything else, read-only photos and ``--sidecar`` get an XMP sidecar,
-``photo.jpg.xmp`` by default (darktable, digiKam, Immich) or ``photo.xmp`` (Lightroom).
+WebP). HEIC/AVIF, camera RAW, anything else, read-only and hard-linked photos and ``--sidecar`` get an XMP
+sidecar, ``photo.jpg.xmp`` by default (darktable, digiKam, Immich) or ``photo.xmp`` (Lightroom).
 """
 
 from __future__ import annotations
@@ -24,15 +24,26 @@ def storage_for(path: Path, sidecar: bool) -> str:
     """``"embed"`` or ``"sidecar"``.
 
     Sidecar when asked (``sidecar``), for every extension outside ``EMBED`` (HEIC/HEIF/AVIF, camera RAW
-    such as .cr2 .cr3 .nef .arw .dng .orf .rw2 .raf, and anything unknown), and for read-only photos: a
+    such as .cr2 .cr3 .nef .arw .dng .orf .rw2 .raf, and anything unknown), for read-only photos: a
     photo or folder with no write bit for anyone counts as read-only even for root (``os.access`` always
-    says yes to root, but ``chmod a-w`` is the user saying "don't modify this").
+    says yes to root, but ``chmod a-w`` is the user saying "don't modify this"), and for a photo with
+    several names (hard links: a backup tool's snapshots, a photo filed in two albums): a write replaces
+    the file by renaming a new one over one name, which would split that name from the others, and they
+    would keep the old bytes.
     """
     path = Path(path)
     if sidecar or path.suffix.lower() not in EMBED:
         return "sidecar"
     real = Path(os.path.realpath(path))  # a symlinked photo is rewritten where it really lives
-    return "embed" if writable(real) and writable(real.parent) else "sidecar"
+    return "embed" if writable(real) and writable(real.parent) and _one_name(real) else "sidecar"
+
+
+def _one_name(path: Path) -> bool:
+    """The file has no other hard link (a missing file counts as one name: the write reports it)."""
+    try:
+        return os.stat(path).st_nlink <= 1
+    except OSError:
+        return True
 
 
 def sidecar_path(path: Path, naming: str) -> Path:

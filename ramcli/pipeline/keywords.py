@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ramcli import metadata
-from ramcli.errors import RamcliError, first_line
+from ramcli.errors import ImageError, RamcliError, first_line
 
 if TYPE_CHECKING:
     from ramcli.index import PhotoRow
@@ -134,10 +134,17 @@ class KeywordSync:
         changed = False
         for storage in places(path):
             recorded = row is not None and storage == (row.storage or "embed")
-            result = metadata.remove_keywords(path, row.written if recorded and row else [],
-                                              storage_options(storage, self.options),
-                                              previous_caption=row.written_caption if recorded and row else None,
-                                              journal=self.journal)
+            try:
+                result = metadata.remove_keywords(path, row.written if recorded and row else [],
+                                                  storage_options(storage, self.options),
+                                                  previous_caption=row.written_caption if recorded and row else None,
+                                                  journal=self.journal)
+            except ImageError:
+                if recorded or storage == "embed":
+                    raise
+                # Another app's sidecar that exiv2 cannot parse: ramcli writes only sidecars that read back,
+                # so none of ours is in it, and the photo's other places are still untagged.
+                continue
             changed = changed or result.changed
         return "untagged" if changed or row is not None else None
 

@@ -143,6 +143,8 @@ class Untag:
         self.others = [p for p in (Path(q).absolute() for q in sources.photos(roots)) if str(p) not in known]
         self.journal = Journal(index)
         self.sync = KeywordSync(options, write=write, journal=self.journal)
+        # For names the index cannot hold (not valid UTF-8): no journal, only the file's own record.
+        self.unjournaled = KeywordSync(options, write=write)
         self.close = close
         self.counts: Counter[str] = Counter()
 
@@ -164,6 +166,9 @@ class Untag:
             self.close()
 
     def _one(self, path: Path, row: PhotoRow | None) -> Iterator[Event]:
+        if not _utf8(path):
+            yield from self._unindexable(path)
+            return
         try:
             how = self.sync.remove(path, row)
         except (ImageError, OSError) as err:
@@ -184,3 +189,25 @@ class Untag:
         if how is not None:
             self.counts[how] += 1
             yield Event(path, how, tags=row.written if row is not None else [])
+
+    def _unindexable(self, path: Path) -> Iterator[Event]:
+        """A file whose name is not valid UTF-8: `tag` never writes one (the index cannot store its name), but
+        one renamed after tagging still carries ramcli's record, which is removed (no exact undo: the index
+        holds no recipe under that name). SQLite cannot even be asked about it."""
+        try:
+            how = self.unjournaled.remove(path, None)
+        except (ImageError, OSError):  # exiv2 cannot read it: ramcli never wrote it
+            how = None
+        if how is None:
+            yield Event(path, "unchanged")
+            return
+        self.counts[how] += 1
+        yield Event(path, how)
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

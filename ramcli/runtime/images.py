@@ -9,6 +9,7 @@ photo shot sideways is seen upright. HEIC/HEIF open through pillow-heif when it 
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ except Exception:  # pragma: no cover - depends on the platform's wheel
 
 # Pillow raises DecompressionBombError above 2x this; 178 MP is far beyond any camera.
 Image.MAX_IMAGE_PIXELS = 178_956_970
+# Above it, a file is refused (what Pillow only warns about between 1x and 2x, too): the same words wherever.
+TOO_MANY_PIXELS = "too many pixels (decompression bomb guard)"
+SCALE_DOWN = "pictures over 179 megapixels are refused; scale it down to tag it, or skip it"
 
 
 @dataclass
@@ -56,6 +60,10 @@ def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> 
     """
     try:
         with warnings.catch_warnings():
+            # Pillow warns (UserWarning, "Truncated File Read", "Corrupt EXIF data") about EXIF it cannot
+            # parse and reads it as empty: the picture still decodes, upright as far as the EXIF says. A
+            # warning would print a stray line, naming no file, on stderr (from a worker process).
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.seek(0)  # first frame of GIFs and multi-page TIFFs
@@ -74,17 +82,31 @@ def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> 
     except PermissionError:
         raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        reason = "not an image Pillow can read" if isinstance(exc, UnidentifiedImageError) else \
-            "too many pixels (decompression bomb guard)"
-        raise ImageError(reason, path=path, hint="skip it or convert it to JPEG/PNG") from None
+        if isinstance(exc, UnidentifiedImageError):
+            raise unidentified(path) from None
+        raise ImageError(TOO_MANY_PIXELS, path=path, hint=SCALE_DOWN) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise decode_error(exc, path) from None
+
+
+def unidentified(path: Path) -> ImageError:
+    """A file Pillow does not recognise as a picture: empty (an interrupted copy), or anything else (not an
+    image, a format Pillow does not know, or a PNG/GIF whose header is damaged, such as a bad CRC).
+    Pillow's own message would repeat the path."""
+    try:
+        empty = os.stat(path).st_size == 0
+    except OSError:
+        empty = False
+    if empty:
+        return ImageError("empty file (0 bytes)", path=path, hint="an interrupted copy or download? copy it again")
+    return ImageError("not an image Pillow can read", path=path,
+                      hint="it may be damaged or in a format Pillow does not know; repair or convert it, or skip it")
 
 
 def decode_error(exc: BaseException, path: Path) -> ImageError:
     """Any decoder failure as this file's one-line error (decoders raise many exception types)."""
     return ImageError(f"cannot decode image ({first_line(exc)})", path=path,
-                      hint="the file may be truncated or corrupt")
+                      hint="the file may be truncated or corrupt; copy it again from its source, or skip it")
 
 
 def open_rgb(path: Path, *, orient: bool = True) -> Image.Image:
