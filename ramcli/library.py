@@ -45,7 +45,7 @@ def _some_exist(roots: Sequence[Path]) -> None:
 
     from ramcli.errors import RamcliError
 
-    if roots and not any(os.path.exists(r) for r in roots):
+    if roots and not any(os.path.lexists(r) for r in roots):  # a dangling symlink: the scan says so
         others = f"; nor do the {len(roots) - 1} other paths named" if len(roots) > 1 else ""
         raise RamcliError(f"no such file or folder{others}", path=roots[0], hint="check the path")
 

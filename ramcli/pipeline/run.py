@@ -113,8 +113,9 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
     infer = Infer(lazy, opts.selection, batch_size=opts.batch_size, clock=clock)
     ahead = opts.batch_size * 2
 
-    def pre() -> Preprocess:
-        return lazy().engine.preprocess  # type: ignore[no-any-return]
+    def pre() -> Preprocess:  # depends on the device the model loads on: asked only once a photo needs it
+        contract: Preprocess = lazy().engine.preprocess
+        return contract
 
     if opts.dry_run or index is None:
         return Run(lambda: sources.scan(paths, opts.exclude), Prepare(pre, pool=pool or "threads", ahead=ahead,
