@@ -242,6 +242,15 @@ def test_a_missing_path_is_refused_before_the_model(tmp_path: Path) -> None:
     assert "not installed" not in result.stderr and not (tmp_path / "i.db").exists()
 
 
+def test_a_dangling_symlink_named_is_one_error(tmp_path: Path, tiny_model) -> None:
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    result = tag(tmp_path / "i.db", str(tmp_path / "gone.jpg"))
+    assert result.returncode == 1
+    errors = lines(result, "error:", "gone.jpg")
+    assert len(errors) == 1 and f"broken symlink: its target {tmp_path / 'nothing.jpg'} does not exist" in errors[0]
+    assert LOADED not in result.stderr
+
+
 def test_a_missing_folder_prunes_nothing(tmp_path: Path, tiny_model) -> None:
     """An unmounted drive named next to another folder: an error line, and its photos stay indexed."""
     one, two = tmp_path / "one", tmp_path / "two"
