@@ -67,4 +67,15 @@ class DownloadError(RamcliError):
 
 
 class ImageError(RamcliError):
-    """A photo that cannot be read or decoded."""
+    """A photo that cannot be read or decoded.
+
+    ``lasting``: the file's own bytes are the cause (truncated, not an image, too many pixels), so
+    reading it again before it changes gives the same answer and the index may remember the failure.
+    False where the cause lies around the file (permissions, a file that vanished, a FIFO swapped in):
+    those are fixed without touching the file, so they are tried again every run.
+    """
+
+    def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None,
+                 lasting: bool = True) -> None:
+        self.lasting = lasting
+        super().__init__(message, path=path, hint=hint)

@@ -38,6 +38,18 @@ def _quiet(_message: str) -> None:
     pass
 
 
+def _some_exist(roots: Sequence[Path]) -> None:
+    """Refuse a run none of whose paths exist (a typo, an unmounted drive) at once, before the index lock
+    and the model; a run with some missing paths goes on and reports each of them."""
+    import os
+
+    from ramcli.errors import RamcliError
+
+    if roots and not any(os.path.lexists(r) for r in roots):  # a dangling symlink: the scan says so
+        others = f"; nor do the {len(roots) - 1} other paths named" if len(roots) > 1 else ""
+        raise RamcliError(f"no such file or folder{others}", path=roots[0], hint="check the path")
+
+
 class Library:
     """A photo library: its index file, and the model and engine that tag it.
 
@@ -86,17 +98,40 @@ class Library:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
-        writing): the events carry every chosen tag with its score. ``tagger``: one already open
-        (the CLI opens it first to say which device it runs on)."""
+        writing): the events carry every chosen tag with its score. ``tagger``: one already open;
+        by default the model is loaded only when the first photo needs it (reported through
+        ``report``), so a run that has nothing to infer never loads it.
+
+        Cheap refusals come first, before any model is loaded or downloaded: no named path exists,
+        or another run holds the index."""
         from ramcli.pipeline.run import TagOptions, tag_run
 
         opts = options or TagOptions()
         roots = [Path(p).expanduser() for p in paths]
-        tagger = tagger or self.tagger(batch_size=opts.batch_size, caption_tags=caption_tags)
-        if opts.dry_run:
-            return tag_run(roots, tagger, None, opts)
-        ix = self.open_index(writer=True, must_exist=False)
-        return tag_run(roots, tagger, ix, opts, close=ix.close)
+        _some_exist(roots)
+        ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False)
+        try:
+            lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
+            if ix is None:
+                return tag_run(roots, lazy, None, opts)
+            return tag_run(roots, lazy, ix, opts, close=ix.close)
+        except BaseException:
+            if ix is not None:
+                ix.close()
+            raise
+
+    def _tagger_on_demand(self, batch_size: int, caption_tags: list[str] | None) -> Any:
+        """The tagger, opened when a photo first needs it; says which model runs on which device then."""
+        from ramcli.pipeline.tagger import OnDemand
+
+        def open_() -> Any:
+            tagger = self.tagger(batch_size=batch_size, caption_tags=caption_tags)
+            precision = self.engine.precision if self.engine is not None else "fp32"
+            self.report(f"model {self.model.name} on {tagger.engine.provider}"
+                        + (f" ({precision})" if precision != "fp32" else ""))
+            return tagger
+
+        return OnDemand(self.model, open_)
 
     def untag(self, paths: Iterable[str | Path], *, write: bool = True) -> Untag:
         """Remove exactly what ramcli wrote from the files under ``paths`` and forget them in the index."""

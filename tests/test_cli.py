@@ -128,8 +128,9 @@ def test_missing_model_with_no_download(library: dict) -> None:
     assert len(lines) == 1 and "ramcli models pull ram_plus_swin_large_14m" in lines[0]
 
 
-def test_unknown_model() -> None:
-    result = run_cli("tag", "--dry-run", "--no-download", "-m", "nope", "x.jpg")
+def test_unknown_model(tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "x.jpg")  # a path that exists: a missing one is refused before the model
+    result = run_cli("tag", "--dry-run", "--no-download", "-m", "nope", str(photo))
     assert result.returncode == 1 and "not installed" in result.stderr
 
 

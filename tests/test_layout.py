@@ -2,7 +2,8 @@
 
 Layers, low to high; a module may import its own layer and those below, never one above:
 
-    base       errors, config, hashing, ramcli (the version; the front door is imported lazily)
+    base       errors, config, hashing, files (opening only regular files), ramcli (the version; the front
+               door is imported lazily)
     model data models.store (installed models, their input contract), models.families
     runtime    engine, preprocessing, tokenizers, beam search, taggers
     models     catalog, download, quantize and convert/ (torch): they run the runtime for parity
@@ -23,7 +24,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ramcli"
 LAYERS = [
-    {"errors", "config", "hashing", "settings", "faults", ""},
+    {"errors", "config", "hashing", "settings", "faults", "files", ""},
     {"models.store", "models.families"},
     {"runtime"},
     {"models", "models.convert"},

@@ -33,6 +33,10 @@ def tag(
     store_tokens: Annotated[bool, typer.Option(
         "--store-tokens/--no-store-tokens", help="Keep the 145x512 image tokens (add-tag and search re-rank "
                                                  "use them; ~150 KB per photo).", rich_help_panel=o.WHAT)] = True,
+    retry_errors: Annotated[bool, typer.Option(
+        "--retry-errors", help="Read again the files that could not be read before, even if they have not "
+                               "changed since (they are otherwise reported from the index).",
+        rich_help_panel=o.WHAT)] = False,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="Forget indexed photos under the given "
                                                                    "folders that no longer exist.",
                                         rich_help_panel=o.WHAT)] = True,
@@ -81,15 +85,12 @@ def tag(
                       selection=Selection(threshold=threshold, top_k=top_k),
                       write_options=WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name.value, touch=touch,
                                                  hierarchical_root=hierarchy_root or None),
-                      lang=lang.value, overwrite_description=overwrite_description)
+                      lang=lang.value, overwrite_description=overwrite_description, retry_errors=retry_errors)
     with render.errors():
         lib = Library(index, model=model, download=not no_download, report=render.say,
                       engine=EngineOptions(device=device.value, threads=threads, precision=precision.value,
                                            decode=decode.value))
-        tagger = lib.tagger(batch_size=batch_size, caption_tags=guide)
-        render.say(f"model {lib.model.name} on {tagger.engine.provider}"
-                   + (f" ({precision.value})" if precision is not Precision.fp32 else ""))
-        run = lib.tag(o.path_list(paths, files_from), opts, tagger=tagger)
+        run = lib.tag(o.path_list(paths, files_from), opts, caption_tags=guide)  # says the model when it loads
         with render.interrupted("what was done is saved; run the same command to go on"), \
                 render.progress("tagging") as bar:
             run.on_total = bar.total

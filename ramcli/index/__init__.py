@@ -13,11 +13,13 @@ What is stored, and why it is split this way:
 * ``image_tags`` — tags with scores per image hash and model.
 * ``custom_tags``, ``disabled_tags`` — the user's vocabulary; ``query_cache`` — search queries'
   embeddings; ``runs`` — one row per ``ramcli tag`` run, with its counts.
+* ``failures`` — files whose image data could not be read, with the (size, mtime_ns) they failed in,
+  so a re-run reports them without reading them again until they change.
 
 Modules, one owner each: ``schema`` (version, migrations), ``connection`` (opening the file,
 sqlite-utils), ``lock`` (one writer), ``rows`` (the typed rows), and the method groups that
 ``core.Index`` composes: ``photos``, ``images``, ``vocabulary``, ``queries``, ``runs``, ``writes``
-(the write journal and undo recipes).
+(the write journal and undo recipes), ``failures`` (remembered unreadable files).
 
 One writer at a time: ``open_index(..., writer=True)`` takes an exclusive lock file beside the
 database; a second writer gets a clear error instead of waiting silently.
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 from ramcli.index.core import Index, open_index
 from ramcli.index.queries import PhotoFilter
-from ramcli.index.rows import EMBED_DIM, CustomTagRow, ImageRecord, PhotoRef, PhotoRow, WriteRow
+from ramcli.index.rows import EMBED_DIM, CustomTagRow, FailureRow, ImageRecord, PhotoRef, PhotoRow, WriteRow
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "ImageRecord", "Index", "PhotoFilter",
-           "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]
+__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "FailureRow", "ImageRecord", "Index",
+           "PhotoFilter", "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ramcli.index.connection import utils
@@ -24,3 +26,14 @@ class Tables:
     def db(self) -> sqlite_utils.Database:
         """sqlite-utils over the same connection, loaded on first use (never by a tag-only search)."""
         return utils(self.conn)
+
+
+# ``where path = ? or substr(path, 1, ?) = ?``: a row at ``root`` or below it
+UNDER = "(path = ? or substr(path, 1, ?) = ?)"
+
+
+def under(root: Path) -> list[object]:
+    """The parameters of :data:`UNDER` for ``root``. substr, not LIKE: LIKE ignores ASCII case."""
+    r = str(root).rstrip(os.sep) or os.sep
+    prefix = r.rstrip(os.sep) + os.sep
+    return [r, len(prefix), prefix]

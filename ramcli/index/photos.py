@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ramcli.index.base import Tables
+from ramcli.index.base import UNDER, Tables, under
 from ramcli.index.connection import now
 from ramcli.index.rows import PhotoRow
 
@@ -30,10 +30,7 @@ class Photos(Tables):
         """Rows whose path is one of ``roots`` or lies below one of them (exists on disk or not)."""
         seen: set[str] = set()
         for root in roots:
-            r = str(root).rstrip(os.sep) or os.sep
-            prefix = r.rstrip(os.sep) + os.sep  # substr, not LIKE: LIKE ignores ASCII case
-            for row in self.conn.execute(f"select {_COLUMNS} from photos where path = ? or substr(path, 1, ?) = ?",
-                                         [r, len(prefix), prefix]).fetchall():
+            for row in self.conn.execute(f"select {_COLUMNS} from photos where {UNDER}", under(root)).fetchall():
                 if row[0] not in seen:
                     seen.add(row[0])
                     yield _photo(row)
@@ -52,6 +49,8 @@ class Photos(Tables):
 
     # ---- writing (inside `with index.transaction():`)
     def put_photo(self, row: PhotoRow) -> None:
+        """The photo's row; a failure remembered for its path is forgotten (it was read after all)."""
+        self.conn.execute("delete from failures where path = ?", [row.path])
         self.conn.execute(
             "insert or replace into photos (path, hash, size, mtime_ns, written, storage, model, updated_at, "
             "written_caption) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -25,6 +25,21 @@ class PhotoRow:
 
 
 @dataclass(frozen=True)
+class FailureRow:
+    """A file whose image data could not be read, and the file state it failed in (``failures``)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    model: str
+    error: str  # the one line the run showed, file name included
+
+    def matches(self, size: int, mtime_ns: int, model: str) -> bool:
+        """Whether the file is still exactly as it was when it failed, for the same model."""
+        return (self.size, self.mtime_ns, self.model) == (size, mtime_ns, model)
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """What one inference produced for one image."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ramcli import faults
 from ramcli.errors import ImageError
+from ramcli.files import read_regular
 from ramcli.metadata import exiv, provenance, safefile
 from ramcli.metadata.exiv import UTF8, Snapshot
 from ramcli.metadata.fields import FIELDS, CaptionChange, CaptionStatus, caption, keywords
@@ -117,7 +118,7 @@ def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
     their sidecar is the storage of record.
     """
     path = Path(path)
-    data = guard(Path.read_bytes, path)
+    data = guard(read_regular, path)
     found: set[str] = set()
     try:
         values = _snapshot(data, path, keywords.plain_styles).values
@@ -127,7 +128,7 @@ def read_keywords(path: Path, opts: WriteOptions = WriteOptions()) -> set[str]:
             raise
     for side in sidecar_paths(path):
         if side.is_file():
-            found.update(_snapshot(guard(Path.read_bytes, side), side, (keywords.primary,)).values.get(
+            found.update(_snapshot(guard(read_regular, side), side, (keywords.primary,)).values.get(
                 keywords.primary, []))
     return found
 
@@ -204,7 +205,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     photo_st = guard(os.stat, path)  # before any read: our reads must not move the atime we restore
     real = sidecar_path(path, opts) if side else Path(os.path.realpath(path))
     before = state(real)  # compared again just before the rename: another writer's change wins
-    data = guard(Path.read_bytes, real) if before else EMPTY_PACKET
+    data = guard(read_regular, real) if before else EMPTY_PACKET
     if not side and xmp_packets(data) > 1:
         # exiv2 keeps one XMP packet and drops the others: the user's data in a second packet would be lost
         return _update(path, ours, previous, replace(opts, sidecar=True), change, model=model, journal=journal,
@@ -336,7 +337,7 @@ def _embedded_captions(path: Path) -> list[list[str]]:
     apps that read the sidecar would hide them behind ours, so they count as the user's. Best effort:
     what exiv2 cannot read (many RAW/HEIC files) is no description."""
     try:
-        values = _snapshot(guard(Path.read_bytes, path), path, caption.styles).values
+        values = _snapshot(guard(read_regular, path), path, caption.styles).values
     except ImageError:
         return []
     return [v for v in values.values() if v]
@@ -346,7 +347,7 @@ def _captions_in(path: Path, *, required: bool) -> list[str]:
     """The non-blank descriptions in one file, best storage first; ``required``: errors are raised."""
     data = None
     try:
-        data = guard(Path.read_bytes, path)
+        data = guard(read_regular, path)
         values = _snapshot(data, path, caption.styles).values
     except ImageError:
         if required and not (data and decodes(data)):  # a picture exiv2 cannot read: its sidecar speaks for it

@@ -9,6 +9,8 @@ of a JPEG), so neither a file hash nor (size, mtime) can tell "same picture, new
   metadata writer checks its rewrites with, so both agree on where the picture starts.
 * PNG: the IHDR, PLTE and IDAT chunk payloads (metadata lives in other chunks).
 * anything else (TIFF, WebP, HEIC, GIF, ...): the decoded first frame's mode, size and pixels.
+
+Files are opened with ``files.open_regular``: a FIFO under a photo's name never blocks a worker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
+from ramcli.files import open_regular
 from ramcli.metadata.imagedata import jpeg_scan_offset
 from ramcli.runtime.images import SCALE_DOWN, TOO_MANY_PIXELS, unidentified
 
@@ -32,7 +35,7 @@ def _hasher() -> hashlib.blake2b:
 
 
 def _hash_jpeg(path: Path) -> str | None:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         offset = jpeg_scan_offset(f)
         if offset is None:
             return None
@@ -48,7 +51,7 @@ def _hash_png(path: Path) -> str | None:
     h = _hasher()
     h.update(b"png-data:")
     seen_idat = False
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         if f.read(8) != b"\x89PNG\r\n\x1a\n":
             return None
         while True:
@@ -82,15 +85,19 @@ def _hash_pixels(path: Path) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path) as f, Image.open(f) as img:
                 img.seek(0)
                 img.load()
                 h = _hasher()
                 h.update(f"pixels:{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
                 h.update(img.tobytes())
                 return h.hexdigest()
+    except ImageError:
+        raise
     except FileNotFoundError:
-        raise ImageError("file vanished before it could be read", path=path) from None
+        raise ImageError("file vanished before it could be read", path=path, lasting=False) from None
+    except PermissionError:
+        raise ImageError("permission denied", path=path, hint="check the file's permissions", lasting=False) from None
     except UnidentifiedImageError:
         raise unidentified(path) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -112,7 +119,7 @@ def image_hash(path: Path) -> str:
         else:
             got = None
     except FileNotFoundError:
-        raise ImageError("file vanished before it could be read", path=path) from None
+        raise ImageError("file vanished before it could be read", path=path, lasting=False) from None
     except PermissionError:
-        raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
+        raise ImageError("permission denied", path=path, hint="check the file's permissions", lasting=False) from None
     return got or _hash_pixels(path)

@@ -171,10 +171,12 @@ def writable(p: Path) -> bool:
 
 
 def guard(fn: Callable[[Path], T], path: Path) -> T:
-    """``fn(path)`` with OSErrors as ImageErrors naming the file."""
+    """``fn(path)`` with OSErrors as ImageErrors naming the file (the file's surroundings, not its bytes:
+    ``lasting=False``)."""
     try:
         return fn(path)
     except FileNotFoundError:
-        raise ImageError("file not found", path=path) from None
+        raise ImageError("file not found", path=path, lasting=False) from None
     except OSError as exc:
-        raise ImageError(f"cannot read it ({exc.strerror})", path=path, hint="check its permissions") from None
+        raise ImageError(f"cannot read it ({exc.strerror})", path=path, hint="check its permissions",
+                         lasting=False) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ramcli.errors import ImageError
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.prepare import Prepared
 from ramcli.runtime.tagging import Selection, Tag
+
+if TYPE_CHECKING:
+    from ramcli.pipeline.tagger import OnDemand
 
 
 @dataclass
@@ -34,9 +37,10 @@ Item = Prepared | ImageError | Inferred
 
 
 class Infer:
-    """The infer stage: ``stage(items)`` yields groups — a lone pass-through item, or one inferred batch."""
+    """The infer stage: ``stage(items)`` yields groups — a lone pass-through item, or one inferred batch.
+    The model is opened on the first batch (``tagger`` is an :class:`OnDemand`)."""
 
-    def __init__(self, tagger: Any, selection: Selection | None = None, *, batch_size: int = 4,
+    def __init__(self, tagger: OnDemand, selection: Selection | None = None, *, batch_size: int = 4,
                  clock: Clock = NO_CLOCK) -> None:
         self.tagger = tagger
         self.selection = selection or Selection()
@@ -60,7 +64,7 @@ class Infer:
         """One batch through the model. Timed as bench reports it: where a batch's images run side by
         side (engine.for_batches), encoder and head are one "inference" stage."""
         x = np.stack([p.pixels for p in batch])  # type: ignore[misc]
-        tagger, clock = self.tagger, self.clock
+        tagger, clock = self.tagger(), self.clock
         if clock.timing and not (tagger.engine.side_by_side > 1 and len(x) > 1):
             with clock("encoder"):
                 embeds = tagger.engine.encode(x)

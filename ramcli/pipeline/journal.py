@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ramcli import faults
+from ramcli.errors import ImageError
+from ramcli.files import read_regular
 from ramcli.metadata import Intent, safefile, undo
 
 if TYPE_CHECKING:
@@ -30,9 +32,10 @@ if TYPE_CHECKING:
 
 
 def _current(target: Path) -> bytes | None:
-    """The file's bytes now; None when it does not exist."""
+    """The file's bytes now; None when it does not exist. Raises OSError, or ImageError when something
+    other than a regular file (a FIFO) took its place: read through ``open_regular``, never blocking."""
     try:
-        return target.read_bytes()
+        return read_regular(target)
     except FileNotFoundError:
         return None
 
@@ -84,7 +87,7 @@ class Journal:
         for row in rows:
             try:
                 now = undo.sha256(_current(Path(row.target)))
-            except OSError:
+            except (OSError, ImageError):
                 continue  # unreadable now: left pending for a later run
             with self.index.transaction():
                 if now == row.after_sha:
@@ -107,7 +110,7 @@ class Journal:
             before = safefile.state(target)
             try:
                 data = _current(target)
-            except OSError:
+            except (OSError, ImageError):
                 return False
             if row.recipe is None or undo.sha256(data) != row.after_sha:
                 return False

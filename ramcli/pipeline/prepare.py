@@ -77,11 +77,14 @@ def _in_worker(path: Path) -> Prepared | ImageError:
 class Prepare:
     """The prepare stage: ``stage(paths)`` yields one :class:`Prepared` or :class:`ImageError` per path."""
 
-    def __init__(self, pre: Preprocess, *, known: frozenset[str] | Callable[[], frozenset[str]] | None = None,
+    def __init__(self, pre: Preprocess | Callable[[], Preprocess], *,
+                 known: frozenset[str] | Callable[[], frozenset[str]] | None = None,
                  pool: Pool = "processes", workers: int = 0, ahead: int = 8, clock: Clock = NO_CLOCK) -> None:
-        """``known``: the index's image hashes for the model (or how to read them: only once some photo
-        needs preparing, as a big index makes that read cost something); None: no hashing at all."""
-        self.pre = pre
+        """``pre``: the model's input contract, or how to get it (only once some photo needs preparing: it
+        depends on the device the model loads on, so asking for it loads the model). ``known``: the index's
+        image hashes for the model (or how to read them, also only then: a big index makes that read cost
+        something); None: no hashing at all."""
+        self._pre = pre
         self._known = known
         self.clock = clock
         self.pool = pool
@@ -96,6 +99,12 @@ class Prepare:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding onnxruntime threads
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
                                    initargs=(known, self.pre))
+
+    @property
+    def pre(self) -> Preprocess:
+        if callable(self._pre):
+            self._pre = self._pre()
+        return self._pre
 
     @property
     def known(self) -> frozenset[str] | None:

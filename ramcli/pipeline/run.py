@@ -22,6 +22,8 @@ from ramcli.pipeline.journal import Journal
 from ramcli.pipeline.keywords import KeywordSync, one_line
 from ramcli.pipeline.prepare import Pool, Prepare
 from ramcli.pipeline.sinks import ReportSink, Sink, WriteSink
+from ramcli.pipeline.tagger import OnDemand
+from ramcli.runtime.images import Preprocess
 from ramcli.runtime.tagging import Selection
 
 if TYPE_CHECKING:
@@ -43,6 +45,7 @@ class TagOptions:
     write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
     lang: str = "en"  # keywords: en | zh | both (RAM/RAM++ have Chinese names)
     overwrite_description: bool = False  # Tag2Text: replace a description the user wrote
+    retry_errors: bool = False  # read again files that failed before and have not changed since
 
 
 class Run:
@@ -73,7 +76,7 @@ class Run:
         try:
             found = self.source()
             self.on_total(found.total)
-            self.sink.begin()
+            self.sink.begin(found)
             try:
                 for ev in found.early:
                     yield self._count(self.sink.early(ev))
@@ -101,28 +104,38 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
             close: Callable[[], None] = lambda: None, clock: Clock = NO_CLOCK, pool: Pool | None = None) -> Run:
     """`ramcli tag` over ``paths``: into ``index`` and the files, or, with ``opts.dry_run``, a report only.
 
-    ``pool``: how photos are prepared (default: worker processes for a library run, threads for a
-    dry run; ``bench`` prepares inline so each stage has its own clock)."""
+    ``tagger``: an open tagger, or an :class:`OnDemand` one that loads the model only when the first
+    photo needs preparing (a no-change re-run never does). ``pool``: how photos are prepared (default:
+    worker processes for a library run, threads for a dry run; ``bench`` prepares inline so each stage
+    has its own clock)."""
     roots = [Path(p).absolute() for p in paths]
-    pre = tagger.engine.preprocess
-    infer = Infer(tagger, opts.selection, batch_size=opts.batch_size, clock=clock)
+    lazy = tagger if isinstance(tagger, OnDemand) else OnDemand.ready(tagger)
+    infer = Infer(lazy, opts.selection, batch_size=opts.batch_size, clock=clock)
     ahead = opts.batch_size * 2
+
+    def pre() -> Preprocess:  # depends on the device the model loads on: asked only once a photo needs it
+        contract: Preprocess = lazy().engine.preprocess
+        return contract
+
     if opts.dry_run or index is None:
         return Run(lambda: sources.scan(paths, opts.exclude), Prepare(pre, pool=pool or "threads", ahead=ahead,
                                                                        clock=clock),
-                   infer, ReportSink(tagger, opts.lang), close=close)
+                   infer, ReportSink(lazy, opts.lang), close=close)
     from ramcli.vocab import custom
 
-    model = tagger.engine.model.name
+    model = lazy.name
     # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
     wopts = replace(opts.write_options, ancestry=custom.ancestry(index))
     sync = KeywordSync(wopts, write=opts.write, overwrite_description=opts.overwrite_description,
                        journal=Journal(index), model=model)
-    sink = WriteSink(index, tagger, sync, lang=opts.lang, store_tokens=opts.store_tokens,
-                     prune_under=roots if opts.prune else None, roots=roots, clock=clock)
+    # A named folder that is not there (an unmounted drive) says nothing about the photos indexed under it:
+    # only folders that exist are pruned.
+    sink = WriteSink(index, lazy, sync, lang=opts.lang, store_tokens=opts.store_tokens,
+                     prune_under=[r for r in roots if r.exists()] if opts.prune else None, roots=roots, clock=clock)
     prepare = Prepare(pre, known=known_hashes(index, model), pool=pool or "processes", workers=opts.workers,
                       ahead=ahead, clock=clock)
-    return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model), prepare, infer, sink, close=close)
+    return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model, retry_errors=opts.retry_errors),
+               prepare, infer, sink, close=close)
 
 
 class Untag:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ramcli.errors import ImageError
 from ramcli.pipeline.clock import NO_CLOCK, Clock
@@ -25,10 +25,12 @@ from ramcli.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
     from ramcli.index import Index
+    from ramcli.pipeline.sources import Sourced
+    from ramcli.pipeline.tagger import OnDemand
 
 
 class Sink(Protocol):
-    def begin(self) -> None: ...
+    def begin(self, found: Sourced) -> None: ...
 
     def early(self, event: Event) -> Event: ...
 
@@ -40,24 +42,28 @@ class Sink(Protocol):
 
 
 class _Names:
-    """Keywords for a tagger's tags in the run's language (the one ``--lang`` lookup)."""
+    """Keywords for a tagger's tags in the run's language (the one ``--lang`` lookup). The Chinese names
+    come from the tagger's vocabulary, read when first needed: a run may never open the model."""
 
-    def __init__(self, tagger: Any, lang: str) -> None:
-        self.zh = vocab_zh(tagger.vocab) if lang != "en" else {}
+    def __init__(self, tagger: OnDemand, lang: str) -> None:
+        self.tagger = tagger
         self.lang = lang
+        self._zh: dict[int, str] | None = None
 
     def __call__(self, tags: Sequence[tuple[int, str]]) -> list[str]:
-        return keywords(tags, self.zh, self.lang)
+        if self._zh is None:
+            self._zh = vocab_zh(self.tagger().vocab) if self.lang != "en" else {}
+        return keywords(tags, self._zh, self.lang)
 
 
 class ReportSink:
     """`--dry-run`: every photo's tags and scores as events; writes nothing anywhere."""
 
-    def __init__(self, tagger: Any, lang: str = "en") -> None:
-        self.model = tagger.engine.model.name
+    def __init__(self, tagger: OnDemand, lang: str = "en") -> None:
+        self.model = tagger.name
         self.names = _Names(tagger, lang)
 
-    def begin(self) -> None:
+    def begin(self, found: Sourced) -> None:
         pass
 
     def early(self, event: Event) -> Event:
@@ -90,22 +96,25 @@ class WriteSink:
     edit by someone else: only the stat is recorded, the user's keywords are left alone.
     """
 
-    def __init__(self, index: Index, tagger: Any, sync: KeywordSync, *, lang: str = "en", store_tokens: bool = True,
-                 prune_under: list[Path] | None = None, roots: Sequence[Path] = (), clock: Clock = NO_CLOCK) -> None:
+    def __init__(self, index: Index, tagger: OnDemand, sync: KeywordSync, *, lang: str = "en",
+                 store_tokens: bool = True, prune_under: list[Path] | None = None, roots: Sequence[Path] = (),
+                 clock: Clock = NO_CLOCK) -> None:
         self.index = index
         self.tagger = tagger
         self.sync = sync
         self.names = _Names(tagger, lang)
-        self.model = tagger.engine.model.name
-        self.store_tokens = store_tokens and tagger.clip_space  # Tag2Text's Swin-B tokens serve no search
+        self.model = tagger.name
+        self.store_tokens = store_tokens
         self.prune_under = prune_under
         self.roots = [str(r) for r in roots]
         self.clock = clock
         self._run_id: int | None = None
+        self._seen: dict[str, tuple[int, int]] = {}
 
-    def begin(self) -> None:
+    def begin(self, found: Sourced) -> None:
         if self.sync.journal is not None:
             self.sync.journal.recover()  # intents a killed run left
+        self._seen = found.seen
         self._run_id = self.index.start_run(self.model, self.roots)
 
     def end(self, counts: dict[str, int]) -> None:
@@ -118,11 +127,24 @@ class WriteSink:
     def consume(self, group: list[Item]) -> Iterator[Event]:
         first = group[0]
         if isinstance(first, ImageError):
+            self._remember(first)
             yield Event(Path(first.path or ""), "error", error=str(first))
         elif isinstance(first, Prepared):
             yield self._known_image(first)
         else:
             yield from self._batch([g for g in group if isinstance(g, Inferred)])
+
+    def _remember(self, err: ImageError) -> None:
+        """A photo whose image data could not be read: the index keeps the failure with the file state the
+        source saw *before* reading it, so a file changed meanwhile is tried again. Failures of the file's
+        surroundings (permissions, a vanished file) are not kept: they are fixed without touching the file."""
+        from ramcli.index import FailureRow
+
+        seen = self._seen.get(err.path or "")
+        if not err.lasting or seen is None:
+            return
+        with self.index.transaction():
+            self.index.put_failure(FailureRow(err.path or "", seen[0], seen[1], self.model, str(err)))
 
     def _record_photo(self, path: Path, digest: str, written: list[str], storage: str,
                       caption: str | None = None) -> None:
@@ -180,27 +202,32 @@ class WriteSink:
                     continue
                 records.append((item, done))
                 events.append(Event(path, "tagged", tags=names, caption=item.caption))
-        clip = self.tagger.clip_space
+        clip = self.tagger().clip_space  # Tag2Text's Swin-B tokens are not in CLIP space: they serve no search
+        tokens = self.store_tokens and clip
         with self.clock("index"), self.index.transaction():
             for item, done in records:
                 p = item.prepared
                 assert p.hash is not None
                 self.index.put_image(ImageRecord(
                     p.hash, self.model, p.width, p.height, p.taken_at, item.embeds[0] if clip else None,
-                    item.embeds if self.store_tokens else None, [(t.index, t.name, t.score) for t in item.tags],
+                    item.embeds if tokens else None, [(t.index, t.name, t.score) for t in item.tags],
                     item.caption))
                 self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
             self.sync.settle()
         yield from events
 
     def finish(self) -> Iterator[Event]:
-        """Forget indexed photos under the run's folders that no longer exist (``--prune``)."""
+        """Forget indexed photos (and remembered failures) under the run's folders that no longer exist
+        (``--prune``)."""
         if self.prune_under is None:
             return
         gone = [row.path for row in self.index.photos_under(self.prune_under) if not Path(row.path).exists()]
+        failed = [row.path for row in self.index.failures_under(self.prune_under) if not Path(row.path).exists()]
         with self.index.transaction():
             for path in gone:
                 self.index.delete_photo(path)
+            for path in failed:
+                self.index.forget_failure(path)
             self.index.prune_images()
         for path in gone:
             yield Event(Path(path), "pruned")

@@ -1,9 +1,15 @@
 """Source stage: paths -> the photos a run must look at, and the events decided without reading them.
 
 A folder source scans (``scan.iter_photos``), turns scan problems into `skipped`/`error` events
-and, against an index, marks a photo ``unchanged`` from one stat: the same (size, mtime_ns) as
-right after ramcli's last write, for the same model. Everything else goes on to the prepare stage,
-which tells new, changed, moved and copied photos apart by their image hash.
+and, against an index, decides from one stat what needs no reading at all:
+
+* ``unchanged``: the same (size, mtime_ns) as right after ramcli's last write, for the same model;
+* a remembered failure: the same (size, mtime_ns) as when its image data could not be read, for the
+  same model — an ``error`` event with the message it failed with, unless ``retry_errors``.
+
+Everything else goes on to the prepare stage, which tells new, changed, moved and copied photos apart
+by their image hash; the stat each was seen with goes along (``Sourced.seen``), so a failure is
+remembered with the state the file had *before* it was read.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Sourced:
 
     todo: list[Path] = field(default_factory=list)
     early: list[Event] = field(default_factory=list)
+    seen: dict[str, tuple[int, int]] = field(default_factory=dict)  # a todo path: (size, mtime_ns) at the scan
 
     @property
     def total(self) -> int:
@@ -46,14 +53,20 @@ def photos(paths: Iterable[Path], exclude: Iterable[str] = ()) -> Iterator[Path]
     return (item for item in iter_photos(list(paths), list(exclude)) if isinstance(item, Path))
 
 
+#: What a remembered failure's line adds to the message it failed with.
+REMEMBERED = "unchanged since it failed; --retry-errors to try again"
+
+
 def scan(paths: Iterable[Path], exclude: Iterable[str] = (), *, index: Index | None = None,
-         model: str | None = None) -> Sourced:
-    """Photos under ``paths``; with an ``index``, photos unchanged since ramcli wrote them are events."""
+         model: str | None = None, retry_errors: bool = False) -> Sourced:
+    """Photos under ``paths``; with an ``index``, photos unchanged since ramcli wrote them, and (unless
+    ``retry_errors``) files unchanged since they could not be read, are events."""
     out = Sourced()
     for item in iter_photos(list(paths), list(exclude)):
         if isinstance(item, ScanProblem):
             status = "skipped" if item.skipped else "error"
-            out.early.append(Event(item.path, status, error=str(RamcliError(item.reason, path=item.path))))
+            out.early.append(Event(item.path, status, error=str(RamcliError(item.reason, path=item.path,
+                                                                             hint=item.hint))))
             continue
         if index is None:
             out.todo.append(item)
@@ -70,6 +83,13 @@ def scan(paths: Iterable[Path], exclude: Iterable[str] = (), *, index: Index | N
         row = index.photo(str(path))
         if st and row and row.model == model and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
             out.early.append(Event(path, "unchanged"))
-        else:
-            out.todo.append(path)
+            continue
+        if st is not None and not retry_errors:
+            failed = index.failure(str(path))
+            if failed is not None and failed.matches(st.st_size, st.st_mtime_ns, model or ""):
+                out.early.append(Event(path, "error", error=f"{failed.error} ({REMEMBERED})"))
+                continue
+        out.todo.append(path)
+        if st is not None:
+            out.seen[str(path)] = (st.st_size, st.st_mtime_ns)
     return out

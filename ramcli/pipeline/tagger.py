@@ -1,9 +1,11 @@
-"""Which model a run uses, and its tagger: the model's tags plus the library's custom ones."""
+"""Which model a run uses, and its tagger: the model's tags plus the library's custom ones, opened
+only when a photo first needs it (:class:`OnDemand`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ramcli.config import default_model_name
 from ramcli.errors import ModelNotFound
@@ -47,3 +49,39 @@ def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
         finally:
             ix.close()
     return taggers.open_tagger(model, opts, vocab=vocab, caption_tags=caption_tags, batch_size=batch_size)
+
+
+class OnDemand:
+    """A run's tagger, opened the first time a photo needs the model.
+
+    Loading the model (onnxruntime sessions, and on first use a download) is most of a no-change
+    re-run's time; a run whose every photo is unchanged or a remembered failure, or which stops early
+    (another run holds the index), never needs it. What the stages ask before any photo does — the
+    model's name — comes from the installed model's manifest instead.
+    """
+
+    def __init__(self, model: store.InstalledModel, open_: Callable[[], Any]) -> None:
+        self.model = model
+        self._open = open_
+        self._tagger: Any = None
+
+    @classmethod
+    def ready(cls, tagger: Any) -> OnDemand:
+        """A tagger that is open already (bench, scripts): nothing is deferred."""
+        handle = cls(tagger.engine.model, lambda: tagger)
+        handle._tagger = tagger
+        return handle
+
+    @property
+    def name(self) -> str:
+        return str(self.model.name)
+
+    @property
+    def loaded(self) -> bool:
+        return self._tagger is not None
+
+    def __call__(self) -> Any:
+        """The tagger, opening it (loading the model) on the first call."""
+        if self._tagger is None:
+            self._tagger = self._open()
+        return self._tagger

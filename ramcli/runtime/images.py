@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
+from ramcli.files import open_regular
 from ramcli.models.store import Preprocess as Preprocess  # the input contract, re-exported for the stages
 
 try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
@@ -65,7 +66,7 @@ def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> 
             # warning would print a stray line, naming no file, on stderr (from a worker process).
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path) as f, Image.open(f) as img:  # a FIFO named x.jpg never blocks
                 img.seek(0)  # first frame of GIFs and multi-page TIFFs
                 taken = _taken_at(img)
                 full = img.size
@@ -78,9 +79,9 @@ def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> 
                     full = (full[1], full[0]) if turned else full
                 return Photo(img if img.mode == "RGB" else img.convert("RGB"), full, taken)
     except FileNotFoundError:
-        raise ImageError("file vanished before it could be read", path=path) from None
+        raise ImageError("file vanished before it could be read", path=path, lasting=False) from None
     except PermissionError:
-        raise ImageError("permission denied", path=path, hint="check the file's permissions") from None
+        raise ImageError("permission denied", path=path, hint="check the file's permissions", lasting=False) from None
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
             raise unidentified(path) from None
