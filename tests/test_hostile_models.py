@@ -198,6 +198,15 @@ def test_removing_a_broken_model_works(tiny_model, tmp_path: Path) -> None:
     assert not (tmp_path / "cache" / "models" / MODEL).exists()
 
 
+def test_verify_without_a_recorded_source_is_one_line(tiny_model, tmp_path: Path) -> None:
+    """A model folder whose meta.json records no source checkpoint (converted by hand, or by an older
+    ramcli) cannot be verified against it: one line saying so, not a KeyError."""
+    env = model_cache(tmp_path, tiny_model.path, MODEL)
+    edit_meta(tmp_path / "cache" / "models" / MODEL, lambda m: m.pop("source", None))
+    line = error_line(run_cli("models", "verify", MODEL, env=env))
+    assert "meta.json" in line and "no source checkpoint" in line and "import" in line, line
+
+
 # ------------------------------------------------------------------------------- graphs with external weights
 
 

@@ -126,7 +126,11 @@ def copy_text(src: Path | None, dst: Path) -> None:
 
 def source_checkpoint(installed: store.InstalledModel) -> Path:
     """The checkpoint an installed model was converted from (``verify`` re-reads it), if still there."""
-    src = Path(installed.meta["source"]["checkpoint"])
+    recorded = (installed.meta.get("source") or {}).get("checkpoint")
+    if not recorded:  # converted by hand or by an older ramcli that recorded no source
+        raise RamcliError("meta.json records no source checkpoint", path=installed.path / "meta.json",
+                          hint=f"import {installed.name} again from its checkpoint to verify it")
+    src = Path(recorded)
     if not src.is_file():
         raise RamcliError("the source checkpoint is gone", path=src,
                           hint=f"pull or import {installed.name} again to verify it")
