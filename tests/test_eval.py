@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, make_photo, run_cli
 from PIL import Image
+
+from conftest import SHARED, make_photo, run_cli
 
 N_IMAGES = 24
 IN_VOCAB = [f"tag {i:03d}" for i in (0, 1, 2, 3, 5, 7, 11, 13)]

@@ -8,8 +8,8 @@ Files (one dataset per folder):
 * ``<name>_ram_annots.txt`` (else the one ``*_annots.txt``): ``relpath,tag,tag`` lines, one per image
   in evaluation order; ImageNet-multi and HICO write ``relpath,3 17`` instead (0-based indices into
   the taglist, space-separated), which is recognised.
-* ``*_llm_tag_descriptions.json`` in the folder, or ``<name>_llm_tag_descriptions.json`` up to two above (the authors' ``[{tag: [desc,
-  ...]}]``): descriptions for open-set tags.
+* ``*_llm_tag_descriptions.json`` in the folder, or ``<name>_llm_tag_descriptions.json`` up to two
+  folders above (the authors' ``[{tag: [desc, ...]}]``): descriptions for open-set tags.
 * images under ``imgs/`` (``--images`` elsewhere); a relpath without a suffix gets ``.jpg``, as the
   authors' loader appends it (OpenImages' annotations name images without one).
 """
@@ -130,7 +130,8 @@ def load_dataset(root: Path, images: Path | None = None) -> Dataset:
             elif tag:
                 raise RamcliError(f"line {n + 1}: tag {tag!r} is not in the taglist", path=annot_file,
                                   hint=f"add it to {tag_file.name}, or correct the line")
-    des_file = next((p for d in (root, root.parent, root.parent.parent) for p in sorted(d.glob("*_llm_tag_descriptions.json"))
+    des_file = next((p for d in (root, root.parent, root.parent.parent)
+                     for p in sorted(d.glob("*_llm_tag_descriptions.json"))
                      if p.name.startswith(name) or d == root), None)
     descriptions = read_descriptions(des_file) if des_file else {}
     return Dataset(name, root, taglist, [line.strip().split(",")[0] for line in rows], targets,
