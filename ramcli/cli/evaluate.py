@@ -15,7 +15,7 @@ from ramcli.settings import Decode, Device, Precision
 
 @app.command("eval")
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="A folder laid out as the authors' datasets/<name>/: "
+    dataset: Annotated[Path, typer.Argument(help="A folder laid out as the authors' datasets/NAME/: "
                                                  "*_taglist.txt, *_annots.txt (relpath,tag,tag), imgs/.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: RAM++).",
                                               rich_help_panel=o.MODEL)] = None,
@@ -32,9 +32,11 @@ def eval_(
     open_set: Annotated[bool, typer.Option("--open-set", help="Score every tag open-set (LLM descriptions or "
                                                               "prompt templates), as the authors' --open-set.")]
     = False,
-    precision: Annotated[list[Precision] | None, typer.Option(
+    # Named precisions/decodes, not precision/decode: the settings file's one value must not become the
+    # default of a repeatable option (eval compares variants; its default is the reference's fp32, exact).
+    precisions: Annotated[list[Precision] | None, typer.Option(
         "--precision", help="fp32, int8, fp16; repeat to compare side by side.", rich_help_panel=o.SPEED)] = None,
-    decode: Annotated[list[Decode] | None, typer.Option(
+    decodes: Annotated[list[Decode] | None, typer.Option(
         "--decode", help="exact or draft JPEG decoding; repeat to compare side by side.", rich_help_panel=o.SPEED)]
     = None,
     batch_size: o.BatchSizeOpt = 8,
@@ -53,11 +55,9 @@ def eval_(
     from ramcli import Library
     from ramcli.evaluate.run import EvalOptions
 
-    decodes = tuple(d.value for d in (decode or [Decode.exact]))
-    if "auto" in decodes:
-        decodes = tuple(dict.fromkeys("exact" if d == "auto" else d for d in decodes))
-    opts = EvalOptions(precisions=tuple(dict.fromkeys(p.value for p in (precision or [Precision.fp32]))),
-                       decodes=decodes, threshold=threshold, threshold_file=threshold_file, open_set=open_set,
+    chosen = tuple(dict.fromkeys("exact" if d.value == "auto" else d.value for d in (decodes or [Decode.exact])))
+    opts = EvalOptions(precisions=tuple(dict.fromkeys(p.value for p in (precisions or [Precision.fp32]))),
+                       decodes=chosen, threshold=threshold, threshold_file=threshold_file, open_set=open_set,
                        images=images, out=out, batch_size=batch_size, device=device.value, threads=threads,
                        plot=not no_plot)
     lib = Library(model=model, download=False, report=render.say)
