@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ramcli.evaluate.run import EvalOptions
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
     from ramcli.pipeline.rescore import Rescore
@@ -197,3 +198,15 @@ class Library:
             return tagops.listing(ix, None if custom_only else tagops.main_model(ix, model), custom_only=custom_only)
         finally:
             ix.close()
+
+    # ---- evaluation
+    def evaluate(self, dataset: str | Path, options: EvalOptions | None = None, *,
+                 on_variant: Callable[[str, int], None] = lambda _label, _n: None,
+                 on_image: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """mAP, CP and CR of this library's model on a benchmark in the authors' ``datasets/<name>/``
+        layout, as their ``batch_inference.py`` computes them (`ramcli eval`); scores are cached in the
+        output folder, so stopping (Ctrl-C) keeps what was scored and asking again goes on from there."""
+        from ramcli.evaluate.run import EvalOptions, run_eval
+
+        return run_eval(self.model, Path(dataset), options or EvalOptions(), report=self.report,
+                        on_variant=on_variant, on_image=on_image)

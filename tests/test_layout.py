@@ -10,7 +10,7 @@ Layers, low to high; a module may import its own layer and those below, never on
     storage    metadata (fields in files, image identity), index (all SQL)
     vocab      custom tags, open-set embeddings
     search     ranking, the CLS matrix
-    pipeline   sources -> prepare -> infer -> sinks, re-scoring, bench
+    pipeline   sources -> prepare -> infer -> sinks, re-scoring, bench; evaluate (`ramcli eval`, which runs them)
     front door ramcli.library (``from ramcli import Library``)
     cli        parsing and one renderer
 
@@ -31,7 +31,7 @@ LAYERS = [
     {"metadata", "index"},
     {"vocab"},
     {"search"},
-    {"pipeline"},
+    {"pipeline", "evaluate"},
     {"library"},
     {"cli", "__main__"},
 ]

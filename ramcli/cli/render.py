@@ -120,6 +120,12 @@ class Bar:
     def total(self, n: int | None) -> None:
         self._progress.update(self._task, total=n)
 
+    def restart(self, label: str, total: int | None) -> None:
+        """The same bar for the next stretch of work (`ramcli eval`'s next variant): count and rate from 0."""
+        self._progress.reset(self._task, total=total, description=label, rate="")
+        self.start = time.perf_counter()
+        self.done = 0
+
     def tick(self) -> None:
         self.done += 1
         rate = self.done / max(time.perf_counter() - self.start, 1e-9)

@@ -44,13 +44,16 @@ class Prepared:
     taken_at: str | None = None
 
 
-def prepare_one(path: Path, pre: Preprocess, known: frozenset[str] | None) -> Prepared | ImageError:
-    """Hash (when ``known`` is given), and decode + preprocess when the image is new to the index."""
+def prepare_one(path: Path, pre: Preprocess, known: frozenset[str] | None,
+                orient: bool = True) -> Prepared | ImageError:
+    """Hash (when ``known`` is given), and decode + preprocess when the image is new to the index.
+    ``orient=False`` leaves the EXIF orientation unapplied, as the authors' benchmark script does
+    (`ramcli eval`: numbers comparable with the paper's)."""
     try:
         digest = image_hash(path) if known is not None else None
         if digest is not None and known is not None and digest in known:
             return Prepared(path, digest, None)
-        photo = read_photo(path, draft=pre.draft_size)
+        photo = read_photo(path, orient=orient, draft=pre.draft_size)
         return Prepared(path, digest, to_input(photo.rgb, pre), photo.size[0], photo.size[1], photo.taken_at)
     except ImageError as err:
         return err
@@ -61,17 +64,18 @@ def prepare_one(path: Path, pre: Preprocess, known: frozenset[str] | None) -> Pr
 # worker-process state, set once per process by the pool's initializer
 _KNOWN: frozenset[str] | None = None
 _PRE: Preprocess | None = None
+_ORIENT = True
 
 
-def _init_worker(known: frozenset[str] | None, pre: Preprocess) -> None:
-    global _KNOWN, _PRE
+def _init_worker(known: frozenset[str] | None, pre: Preprocess, orient: bool = True) -> None:
+    global _KNOWN, _PRE, _ORIENT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-    _KNOWN, _PRE = known, pre
+    _KNOWN, _PRE, _ORIENT = known, pre, orient
 
 
 def _in_worker(path: Path) -> Prepared | ImageError:
     assert _PRE is not None
-    return prepare_one(path, _PRE, _KNOWN)
+    return prepare_one(path, _PRE, _KNOWN, _ORIENT)
 
 
 class Prepare:
@@ -79,7 +83,8 @@ class Prepare:
 
     def __init__(self, pre: Preprocess | Callable[[], Preprocess], *,
                  known: frozenset[str] | Callable[[], frozenset[str]] | None = None,
-                 pool: Pool = "processes", workers: int = 0, ahead: int = 8, clock: Clock = NO_CLOCK) -> None:
+                 pool: Pool = "processes", workers: int = 0, ahead: int = 8, clock: Clock = NO_CLOCK,
+                 orient: bool = True) -> None:
         """``pre``: the model's input contract, or how to get it (only once some photo needs preparing: it
         depends on the device the model loads on, so asking for it loads the model). ``known``: the index's
         image hashes for the model (or how to read them, also only then: a big index makes that read cost
@@ -87,6 +92,7 @@ class Prepare:
         self._pre = pre
         self._known = known
         self.clock = clock
+        self.orient = orient
         self.pool = pool
         self.workers = workers or max(1, os.cpu_count() or 1)
         if pool == "threads":  # each holds one full-size decode in memory
@@ -98,7 +104,7 @@ class Prepare:
             return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode")
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding onnxruntime threads
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                   initargs=(known, self.pre))
+                                   initargs=(known, self.pre, self.orient))
 
     @property
     def pre(self) -> Preprocess:
@@ -120,7 +126,7 @@ class Prepare:
         if self.pool == "inline":
             for path in todo:
                 with self.clock("decode"):
-                    got = prepare_one(path, self.pre, known)
+                    got = prepare_one(path, self.pre, known, self.orient)
                 yield got
             return
         pool = self._executor(known)
@@ -131,7 +137,7 @@ class Prepare:
 
             def fill() -> None:
                 for path in it:
-                    pending.append(pool.submit(prepare_one, path, self.pre, known) if threads
+                    pending.append(pool.submit(prepare_one, path, self.pre, known, self.orient) if threads
                                    else pool.submit(_in_worker, path))
                     if len(pending) >= self.ahead:
                         return
