@@ -142,6 +142,10 @@ class Images(Tables):
             self.conn.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
                               f"({_marks(len(indices))})", [hash_, model, *indices])
 
+    def drop_tag_named(self, hash_: str, tag: str) -> None:
+        """A rejected tag leaves the image's rows under every model (reject wins over score)."""
+        self.conn.execute("delete from image_tags where hash = ? and tag = ?", [hash_, tag])
+
     def _insert_tags(self, hash_: str, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         self.conn.executemany("insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",
                               [(hash_, model, i, name, float(score)) for i, name, score in rows])

@@ -1,0 +1,91 @@
+"""The ``feedback`` and ``thresholds`` tables: the user's verdicts per image and tag, and the per-tag
+thresholds calibrated from them.
+
+Who wins when verdicts meet (:meth:`Feedback.put_feedback`): a verdict given on purpose (``cli``)
+always replaces the one before; one read from a file (``file``) or an imported one (``import``) only
+fills a gap or replaces another verdict of its own kind. Why: a file keeps saying what it said, every
+run, so a file-read verdict replacing a `tags reject` the user just gave would undo it on the next run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ramcli.index.base import CHUNK, Tables
+from ramcli.index.connection import now
+from ramcli.index.rows import SOURCES, VERDICTS, FeedbackRow, ThresholdRow
+
+_COLUMNS = "hash, tag, verdict, source, path, at"
+
+
+def _row(r: tuple) -> FeedbackRow:
+    return FeedbackRow(r[0], r[1], r[2], r[3], r[4], r[5])
+
+
+class Feedback(Tables):
+    # ---- verdicts
+    def put_feedback(self, rows: Iterable[FeedbackRow]) -> list[FeedbackRow]:
+        """Store verdicts (inside ``index.transaction()``); returns those that changed what the index knew."""
+        changed = []
+        for row in rows:
+            if row.verdict not in VERDICTS or row.source not in SOURCES:
+                raise ValueError(f"bad verdict {row.verdict!r} or source {row.source!r}")
+            old = self.conn.execute("select verdict, source from feedback where hash = ? and tag = ?",
+                                    [row.hash, row.tag]).fetchone()
+            if old is not None and (old[0] == row.verdict or (row.source != "cli" and old[1] != row.source)):
+                continue
+            self.conn.execute(f"insert or replace into feedback ({_COLUMNS}) values (?, ?, ?, ?, ?, ?)",
+                              [row.hash, row.tag, row.verdict, row.source, row.path, row.at or now()])
+            changed.append(row)
+        return changed
+
+    def verdicts_for(self, hashes: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Image hash -> {tag name: "confirm" | "reject"}, for those of ``hashes`` that have any."""
+        out: dict[str, dict[str, str]] = {}
+        for start in range(0, len(hashes), CHUNK):
+            chunk = list(hashes[start:start + CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for h, tag, verdict in self.conn.execute(
+                    f"select hash, tag, verdict from feedback where hash in ({marks})", chunk):
+                out.setdefault(h, {})[tag] = verdict
+        return out
+
+    def feedback_rows(self, tags: Sequence[str] | None = None) -> list[FeedbackRow]:
+        """Every verdict (or those on ``tags``), by tag then hash."""
+        if tags is None:
+            return [_row(r) for r in self.conn.execute(f"select {_COLUMNS} from feedback order by tag, hash")]
+        out: list[FeedbackRow] = []
+        for start in range(0, len(tags), CHUNK):
+            chunk = list(tags[start:start + CHUNK])
+            out += [_row(r) for r in self.conn.execute(
+                f"select {_COLUMNS} from feedback where tag in ({','.join('?' * len(chunk))}) order by tag, hash",
+                chunk)]
+        return out
+
+    def tags_with_feedback(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("select distinct tag from feedback order by tag")]
+
+    # ---- calibrated thresholds
+    def calibrated(self, model: str) -> dict[str, float]:
+        """Tag name -> calibrated threshold for ``model``."""
+        return {r[0]: float(r[1]) for r in self.conn.execute(
+            "select tag, threshold from thresholds where model = ?", [model])}
+
+    def threshold_rows(self, model: str | None = None) -> list[ThresholdRow]:
+        sql = "select model, tag, threshold, official, confirmed, rejected from thresholds"
+        args: list[object] = []
+        if model is not None:
+            sql, args = sql + " where model = ?", [model]
+        return [ThresholdRow(r[0], r[1], float(r[2]), float(r[3]), int(r[4]), int(r[5]))
+                for r in self.conn.execute(sql + " order by model, tag", args)]
+
+    def put_thresholds(self, rows: Iterable[ThresholdRow]) -> None:
+        """Inside ``index.transaction()``."""
+        self.conn.executemany(
+            "insert or replace into thresholds (model, tag, threshold, official, confirmed, rejected, at) "
+            "values (?, ?, ?, ?, ?, ?, ?)",
+            [(r.model, r.tag, float(r.threshold), float(r.official), r.confirmed, r.rejected, now()) for r in rows])
+
+    def forget_thresholds(self, tag: str) -> None:
+        """A threshold the user set by hand replaces any calibrated one (inside a transaction)."""
+        self.conn.execute("delete from thresholds where tag = ?", [tag])
