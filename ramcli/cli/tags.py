@@ -40,8 +40,12 @@ def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json
     """Re-score ``changed`` tags over the whole library, with a progress bar; exit 1 if a photo failed."""
     from ramcli.pipeline.rescore import Rescore, RescoreOptions
 
-    run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
-    with render.interrupted("run `ramcli tags apply` to finish"), render.progress("re-scoring", unit="images") as bar:
+    _show(Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin), json_out)
+
+
+def _show(run: Any, json_out: bool, resume: str = "run `ramcli tags apply` to finish") -> None:
+    """A re-scoring run with a progress bar and a summary; exit 1 if a photo failed."""
+    with render.interrupted(resume), render.progress("re-scoring", unit="images") as bar:
         run.on_total, run.on_image = bar.total, bar.tick
         render.render_events(run.events(), json_out=json_out)
     c = run.counts
@@ -85,6 +89,70 @@ def add_tag(
             for t in tags:
                 render.emit_json({"added": t.as_dict()})
         _apply(ix, tags, [], no_write, json_out)
+
+
+QueryOpt = Annotated[str | None, typer.Option("--query", help="Also the photos `ramcli search QUERY` "
+                                                                   "shows (its first 20).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Which model's tags (default: the one that "
+                                                                   "tagged most photos).")]
+PhotosArg = Annotated[list[str] | None, typer.Argument(help="Photos, folders (every indexed photo below) or glob "
+                                                            "patterns like \"~/Photos/2019/*.jpg\".")]
+
+
+def _verdict(verdict: str, tag: str, photos: list[str] | None, query: str | None, model: str | None,
+             index: Path | None, json_out: bool) -> None:
+    """`tags confirm` and `tags reject`: one front-door call, then the re-scoring run it returns."""
+    from ramcli.library import Library
+
+    with render.errors():
+        run = Library(index, model=model, report=render.say).feedback(verdict, tag, photos or [], query=query)
+        for arg in run.missing:
+            render.say(f"{arg}: no indexed photo there")
+        if json_out:
+            for row in run.given:
+                render.emit_json({"verdict": row.verdict, "tag": row.tag, "path": row.path, "hash": row.hash,
+                                  "source": row.source})
+        render.say(f"{len(run.given)} new {verdict}ed verdicts on {tag!r}")
+        _show(run, json_out, f"run `ramcli tags {verdict}` again to finish")
+
+
+@tags_app.command("reject")
+def tags_reject(
+    tag: Annotated[str, typer.Argument(help="The tag, e.g. \"dog\".")],
+    photos: PhotosArg = None,
+    query: QueryOpt = None,
+    model: ModelOpt = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Say a tag is wrong on these photos: it leaves them and is never written to them again.
+
+    Example: `ramcli tags reject dog ~/Photos/2019/IMG_0042.jpg`  or  `ramcli tags reject dog --query "cat on sofa"`
+
+    The verdict is kept in the index (re-runs, add-tag, threshold changes and calibration respect it) and
+    in each photo's own record (`ramcli:rejected`), so another index or machine knows. Deleting one of
+    ramcli's keywords in another app does the same. `--json`: one line per new verdict, then per photo.
+    """
+    _verdict("reject", tag, photos, query, model, index, json_out)
+
+
+@tags_app.command("confirm")
+def tags_confirm(
+    tag: Annotated[str, typer.Argument(help="The tag, e.g. \"dog\".")],
+    photos: PhotosArg = None,
+    query: QueryOpt = None,
+    model: ModelOpt = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Say a tag is right on these photos: it stays even where its score is under the threshold.
+
+    Example: `ramcli tags confirm "red kite" ~/Photos/birds/*.jpg`
+
+    Undoes an earlier rejection (also one made by deleting the keyword in another app). Adding a tag
+    name as your own keyword in another app does the same. `--json`: one line per new verdict, then per photo.
+    """
+    _verdict("confirm", tag, photos, query, model, index, json_out)
 
 
 @tags_app.command("list")

@@ -13,8 +13,11 @@ run's sink and for re-scoring:
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ramcli.index import FeedbackRow
@@ -23,7 +26,8 @@ from ramcli.pipeline.keywords import Synced, keywords, zh_names
 from ramcli.vocab import custom
 
 if TYPE_CHECKING:
-    from ramcli.index import Index
+    from ramcli.index import Index, PhotoRow
+    from ramcli.vocab.custom import CustomTag
 
 Names = Callable[[Sequence[tuple[int, str]]], list[str]]
 
@@ -81,4 +85,57 @@ def learn(ix: Index, digest: str, path: str, synced: Synced, names: TagNames,
     for r in changed:
         if r.verdict == "reject":
             ix.drop_tag_named(digest, r.tag)
+    return changed
+
+
+# ---------------------------------------------------------------- `ramcli tags confirm / reject`
+
+GLOB = frozenset("*?[")
+
+
+def targets(ix: Index, paths: Sequence[str | Path], query: str | None = None,
+            model: str | None = None) -> tuple[list[PhotoRow], list[str]]:
+    """The indexed photos a verdict is about, and the arguments that named none.
+
+    ``paths``: photos, folders (every indexed photo below) or glob patterns the shell did not expand
+    (``"~/Photos/2019/*.jpg"``); ``query``: the photos `ramcli search QUERY` shows (its default limit)."""
+    found: dict[str, PhotoRow] = {}
+    missing: list[str] = []
+    for arg in paths:
+        text = os.path.expanduser(str(arg))
+        names = sorted(glob.glob(text, recursive=True)) if GLOB & set(text) and not os.path.lexists(text) else [text]
+        hit = False
+        for name in names:
+            p = Path(name).absolute()
+            rows = [ix.photo(str(p))] if not p.is_dir() else list(ix.photos_under([p]))
+            for row in rows:
+                if row is not None:
+                    found[row.path] = row
+                    hit = True
+        if not hit:
+            missing.append(str(arg))
+    if query is not None:
+        from ramcli.search.ranking import SearchOptions, open_searcher
+
+        for h in open_searcher(ix, model).search(query, SearchOptions()):
+            row = ix.photo(h.path)
+            if row is not None:
+                found[row.path] = row
+    return list(found.values()), missing
+
+
+def tag_for_verdict(ix: Index, name: str, model: store.InstalledModel) -> CustomTag:
+    """The tag a verdict names, in the shape re-scoring takes: a custom tag, else one of the model's."""
+    from ramcli.vocab import tagops
+
+    return custom.get(ix, name) or tagops.builtin_as_custom(model, name, ix)
+
+
+def give(ix: Index, verdict: str, tag: str, photos: Sequence[PhotoRow], source: str = "cli") -> list[FeedbackRow]:
+    """Store the verdict on every photo's image; a rejected tag also leaves the images' rows at once."""
+    rows = [FeedbackRow(p.hash, tag, verdict, source, p.path) for p in photos]
+    with ix.transaction():
+        changed = ix.put_feedback(rows)
+        for r in rows if verdict == "reject" else []:
+            ix.drop_tag_named(r.hash, tag)
     return changed

@@ -124,8 +124,9 @@ def show(index: Index, name: str, model: store.InstalledModel | None) -> dict[st
     raise RamcliError(f"there is no tag {name!r}", hint="`ramcli tags list` shows them")
 
 
-def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
-    """A built-in tag in the shape re-scoring takes (its own index, embeddings and threshold)."""
+def builtin_as_custom(model: store.InstalledModel, name: str, index: Index | None = None) -> CustomTag:
+    """A built-in tag in the shape re-scoring takes (its own index, embeddings and threshold: the one
+    `ramcli tags calibrate` fitted, when ``index`` has one, else the model's)."""
     try:
         i = model.tag_names.index(name)
     except ValueError:
@@ -133,7 +134,8 @@ def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
     per = int(model.meta["descriptions_per_tag"])
     embeds = np.asarray(model.label_embed().reshape(model.num_tags, per, -1)[i], dtype=np.float32)
     zh = model.tag_names_zh
-    return CustomTag(-i, name, zh[i] if zh else None, None, float(model.thresholds[i]), (), embeds, "", False)
+    threshold = (index.calibrated(model.name) if index is not None else {}).get(name, float(model.thresholds[i]))
+    return CustomTag(-i, name, zh[i] if zh else None, None, threshold, (), embeds, "", False)
 
 
 def orphans(index: Index) -> list[int]:
