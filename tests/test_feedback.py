@@ -176,3 +176,25 @@ def test_verdicts_need_indexed_photos_and_known_tags(lib: dict[str, Path]) -> No
     res = run_cli("tags", "reject", "no such tag", str(lib["a"]), *idx)
     assert res.returncode == 1 and "no such tag" in res.stderr
     assert verdicts(lib["index"]) == set()
+
+
+def test_verdicts_travel_with_the_vocabulary(lib: dict[str, Path], tmp_path: Path) -> None:
+    """`tags export` carries the verdicts (by image hash); `tags import` on another library holding a copy
+    of the same picture (never tagged by the first) applies them to its file."""
+    a = lib["a"]
+    (tmp_path / "elsewhere").mkdir()
+    twin = shutil.copy2(a, tmp_path / "elsewhere" / "a-copy.jpg")  # before any tagging: no record in it
+    one, two = ("--index", str(lib["index"])), ("--index", str(tmp_path / "two.db"))
+    top = tags_of(run_cli(*TAG, *one, str(a)))[str(a)][0]
+    assert run_cli("tags", "reject", top, str(a), *one).returncode == 0
+    exported = tmp_path / "vocab.json"
+    assert run_cli("tags", "export", str(exported), *one).returncode == 0
+    doc = json.loads(exported.read_text(encoding="utf-8"))
+    assert [(f["tag"], f["verdict"], f["source"]) for f in doc["feedback"]] == [(top, "reject", "cli")]
+
+    assert top in tags_of(run_cli(*TAG, *two, str(twin)))[str(twin)] and top in subject(Path(twin))
+    res = run_cli("tags", "import", str(exported), *two)
+    assert res.returncode == 0, res.stderr
+    assert top not in subject(Path(twin)) and rejected_in_file(Path(twin)) == [top]
+    with sqlite3.connect(tmp_path / "two.db") as db:
+        assert db.execute("select tag, verdict, source from feedback").fetchall() == [(top, "reject", "import")]

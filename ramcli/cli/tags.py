@@ -325,16 +325,26 @@ def tags_import(
     index: o.IndexOpt = None,
     json_out: o.JsonOpt = False,
 ) -> None:
-    """Add the tags of an exported vocabulary and apply them to every photo.
+    """Add the tags of an exported vocabulary (and its verdicts and calibrated thresholds) and apply them.
 
     Example: `ramcli tags import birds.json`
+
+    Verdicts name photos by their image hash: they reach the same pictures in this library, wherever
+    they lie. A verdict this index already has on a photo and tag is kept.
     """
+    from ramcli.pipeline.rescore import Rescore, RescoreOptions
     from ramcli.vocab import custom, tagops
 
     with render.errors(), _tag_index(index, create=True) as ix, _through_stdio(file, write=False) as source:
-        tags = tagops.import_vocabulary(ix, source, render.say)
+        got = tagops.import_vocabulary(ix, source, render.say)
         off = sorted(custom.disabled(ix))
-        _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
+        _apply(ix, got.tags, [], no_write, json_out, removed_builtin=off)
+        if got.verdicts and ix.models():
+            render.say(f"{len(got.verdicts)} verdicts imported")
+            model = tagops.main_model(ix)
+            judged = [tagops.tag_for(ix, name, model) for name in sorted({r.tag for r in got.verdicts})]
+            _show(Rescore(ix, [t for t in judged if t is not None], [], RescoreOptions(write=not no_write),
+                          only={r.hash for r in got.verdicts}), json_out)
 
 
 def _is_stdio(file: Path) -> bool:
