@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
+    from ramcli.pipeline.calibrate import Calibration
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
     from ramcli.runtime.engine import EngineOptions
@@ -217,6 +218,18 @@ class Library:
             raise
         run.given, run.missing = given, missing
         return run
+
+    def calibrate(self, *, target_precision: float = 0.9, min_evidence: int = 10) -> Calibration:
+        """`ramcli tags calibrate`: per-tag thresholds from the verdicts and the stored embeddings. Call
+        ``.plan()`` for what would change (nothing is written), then iterate ``.apply(plans)`` to store the
+        thresholds and re-decide those tags on every photo; ``.index`` is closed by the caller
+        (``.index.close()``) once done."""
+        from ramcli.errors import UsageError
+        from ramcli.pipeline.calibrate import Calibration
+
+        if not 0.0 < target_precision <= 1.0 or min_evidence < 1:
+            raise UsageError("--target-precision is a number in (0, 1], --min-evidence at least 1")
+        return Calibration(self.open_index(writer=True), target_precision, min_evidence)
 
     def tags(self, *, custom_only: bool = False, model: str | None = None) -> list[dict[str, Any]]:
         """Tags with thresholds and how many photos carry each: yours and (unless ``custom_only``) the model's."""

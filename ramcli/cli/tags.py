@@ -155,6 +155,61 @@ def tags_confirm(
     _verdict("confirm", tag, photos, query, model, index, json_out)
 
 
+@tags_app.command("calibrate")
+def tags_calibrate(
+    target_precision: Annotated[float, typer.Option(
+        "--target-precision", min=0.01, max=1.0,
+        help="Of the judged photos a threshold lets through, at least this share must be confirmed ones.")] = 0.9,
+    min_evidence: Annotated[int, typer.Option(
+        "--min-evidence", min=1, help="Verdicts a tag needs before its threshold moves; also how strongly thin "
+                                      "evidence is pulled back to the model's threshold.")] = 10,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Set per-tag thresholds from your confirmations and rejections, and apply them to every photo.
+
+    Example: `ramcli tags calibrate --dry-run`  then  `ramcli tags calibrate --target-precision 0.95`
+
+    Scores come from the stored embeddings: no photo is decoded again. A tag with fewer than
+    --min-evidence verdicts keeps its threshold; thin evidence moves it only part of the way (see the
+    README). Your verdicts still win on the photos you judged. `--json`: one line per tag (the plan:
+    thresholds before and after, images gained and lost, photos affected), then one per photo changed.
+    """
+    from ramcli.library import Library
+
+    with render.errors():
+        cal = Library(index, report=render.say).calibrate(target_precision=target_precision,
+                                                          min_evidence=min_evidence)
+        try:
+            with render.progress("scoring judged tags", unit="images") as bar:
+                cal.on_total, cal.on_image = bar.total, bar.tick
+                plans = cal.plan()
+            _show_plan(plans, json_out)
+            if not dry_run:
+                _show(cal.apply(plans, write=not no_write), json_out, "run `ramcli tags calibrate` again to finish")
+        finally:
+            cal.index.close()
+
+
+def _show_plan(plans: list[Any], json_out: bool) -> None:
+    if json_out:
+        for p in plans:
+            render.emit_json({"plan": p.as_dict()})
+        return
+    if not plans:
+        render.say("no tag has enough verdicts yet (`ramcli tags reject|confirm`, or --min-evidence)")
+        return
+    table = render.table(title="calibrated thresholds", title_justify="left")
+    for col in ("tag", "model", "confirmed", "rejected", "before", "after", "gained", "lost", "photos"):
+        table.add_column(col)
+    for p in plans:
+        table.add_row(render.escape(p.tag), p.model, str(p.confirmed), str(p.rejected), f"{p.before:.3f}",
+                      f"{p.after:.3f}", str(p.gained), str(p.lost), str(p.photos))
+    render.out().print(table)
+
+
 @tags_app.command("list")
 def tags_list(
     custom_only: Annotated[bool, typer.Option("--custom", help="Only your own tags.")] = False,

@@ -79,12 +79,22 @@ class Feedback(Tables):
         return [ThresholdRow(r[0], r[1], float(r[2]), float(r[3]), int(r[4]), int(r[5]))
                 for r in self.conn.execute(sql + " order by model, tag", args)]
 
-    def put_thresholds(self, rows: Iterable[ThresholdRow]) -> None:
-        """Inside ``index.transaction()``."""
+    def put_thresholds(self, rows: Iterable[ThresholdRow], *, pending: bool = False) -> None:
+        """Inside ``index.transaction()``; ``pending``: not yet applied to every photo."""
         self.conn.executemany(
-            "insert or replace into thresholds (model, tag, threshold, official, confirmed, rejected, at) "
-            "values (?, ?, ?, ?, ?, ?, ?)",
-            [(r.model, r.tag, float(r.threshold), float(r.official), r.confirmed, r.rejected, now()) for r in rows])
+            "insert or replace into thresholds (model, tag, threshold, official, confirmed, rejected, pending, at) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.model, r.tag, float(r.threshold), float(r.official), r.confirmed, r.rejected, int(pending), now())
+             for r in rows])
+
+    def pending_thresholds(self, model: str) -> list[str]:
+        """Tags whose calibrated threshold some photos have not been re-decided with yet."""
+        return [r[0] for r in self.conn.execute(
+            "select tag from thresholds where model = ? and pending = 1 order by tag", [model])]
+
+    def mark_thresholds_applied(self, model: str, tags: Sequence[str]) -> None:
+        self.conn.executemany("update thresholds set pending = 0 where model = ? and tag = ?",
+                              [(model, t) for t in tags])
 
     def forget_thresholds(self, tag: str) -> None:
         """A threshold the user set by hand replaces any calibrated one (inside a transaction)."""

@@ -58,6 +58,11 @@ class Images(Tables):
             "select tag_index, tag, score from image_tags where hash = ? and model = ? order by score desc",
             [hash_, model])]
 
+    def hashes_with_tag(self, model: str, tag: str) -> set[str]:
+        """The images of ``model`` carrying ``tag`` (by name)."""
+        return {r[0] for r in self.conn.execute(
+            "select hash from image_tags where model = ? and tag = ?", [model, tag])}
+
     def caption_of(self, hash_: str, model: str) -> str | None:
         row = self.conn.execute("select caption from images where hash = ? and model = ?", [hash_, model]).fetchone()
         return row[0] if row else None

@@ -97,12 +97,13 @@ def _v6(db: Any) -> None:
     ``tag`` is the English tag name, the same for every model that knows the tag (RAM and RAM++ share
     their list; a custom tag is its name). ``path`` is where the photo was when the verdict was given,
     for people only. ``thresholds``: per-tag thresholds that ``ramcli tags calibrate`` fitted from the
-    verdicts, per model, used in place of the model's shipped ones (``official``, kept for the report)."""
+    verdicts, per model, used in place of the model's shipped ones (``official``, kept for the report);
+    ``pending`` until every photo has been re-decided with it (an interrupted calibration finishes next time)."""
     db["feedback"].create({"hash": str, "tag": str, "verdict": str, "source": str, "path": str, "at": str},
                           pk=("hash", "tag"), not_null={"verdict", "source"})
     db["feedback"].create_index(["tag"])
     db["thresholds"].create({"model": str, "tag": str, "threshold": float, "official": float, "confirmed": int,
-                             "rejected": int, "at": str}, pk=("model", "tag"), not_null={"threshold"})
+                             "rejected": int, "pending": int, "at": str}, pk=("model", "tag"), not_null={"threshold"})
 
 
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.

@@ -127,7 +127,8 @@ class Rescore:
         if not self.changed:
             return
         engine = Engine(model, self.opts.engine)
-        vocab = Vocabulary.builtin(model).only(self.changed)
+        # calibrated thresholds (`ramcli tags calibrate`) in place of the tags' own
+        vocab = Vocabulary.builtin(model).only(self.changed).with_thresholds(self.index.calibrated(model.name))
         indices = [vocab.tag_id(i) for i in range(vocab.size)]
         hashes = self._hashes(model.name)
         for start in range(0, len(hashes), self.opts.batch_size):

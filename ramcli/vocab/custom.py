@@ -132,6 +132,7 @@ def upsert(index: Index, name: str, embeds: np.ndarray, *, descriptions: Iterabl
     with index.transaction():
         index.put_custom_tag(name, vectors, descriptions=[d.strip() for d in descriptions if d.strip()],
                              threshold=threshold, name_zh=name_zh, parent=parent, encoder=encoder)
+        index.forget_thresholds(name)  # a threshold given by hand replaces a calibrated one
     return require(index, name)
 
 
