@@ -68,7 +68,8 @@ def dry_scores(photo: Path) -> dict[str, float]:
 
 def test_a_rejected_tag_never_comes_back(lib: dict[str, Path], tmp_path: Path, clip_model) -> None:
     """reject -> re-tag (untag + tag: the file's record is gone, only the index remembers) -> a copy ->
-    add-tag -> calibrate: the tag the user rejected is never written to that photo again."""
+    add-tag -> calibrate -> re-tag -> a fresh index: the tag the user rejected is never written to that
+    photo again."""
     a, index = lib["a"], lib["index"]
     idx = ("--index", str(index))
     first = tags_of(run_cli(*TAG, *idx, str(lib["root"])))
@@ -100,6 +101,16 @@ def test_a_rejected_tag_never_comes_back(lib: dict[str, Path], tmp_path: Path, c
     # add-tag re-scores the library from stored tokens: still not back
     assert run_cli("add-tag", "lighthouse", "--threshold", "0.001", *idx).returncode == 0
     assert "lighthouse" in subject(a) and top not in subject(a)
+
+    # calibration: one rejection is enough evidence here; whatever threshold it gives, a stays without it
+    res = run_cli("tags", "calibrate", "--min-evidence", "1", "--json", *idx)
+    assert res.returncode == 0, res.stderr
+    plans = [json.loads(x)["plan"] for x in res.stdout.splitlines() if "plan" in json.loads(x)]
+    mine = next(p for p in plans if p["tag"] == top)
+    assert (mine["confirmed"], mine["rejected"]) == (0, 1) and mine["after"] >= mine["before"]  # never lowered
+    assert top not in subject(a) and top not in subject(Path(copy))
+    assert run_cli("untag", *idx, str(a)).returncode == 0
+    assert top not in tags_of(run_cli(*TAG, *idx, str(a)))[str(a)] and top not in subject(a)
 
     # a fresh index over the same files: the files' records say what the user rejected
     other = ("--index", str(tmp_path / "other.db"))
