@@ -183,7 +183,8 @@ def tags_calibrate(
         cal = Library(index, report=render.say).calibrate(target_precision=target_precision,
                                                           min_evidence=min_evidence)
         try:
-            with render.progress("scoring judged tags", unit="images") as bar:
+            with render.interrupted("nothing was changed"), \
+                    render.progress("scoring judged tags", unit="images") as bar:
                 cal.on_total, cal.on_image = bar.total, bar.tick
                 plans = cal.plan()
             _show_plan(plans, json_out)
