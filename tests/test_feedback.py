@@ -134,6 +134,8 @@ def test_a_keyword_deleted_in_another_program_becomes_a_rejection(lib: dict[str,
     # the index alone now remembers it: untag (record gone) and tag again
     assert run_cli("untag", *idx, str(a)).returncode == 0
     assert gone not in tags_of(run_cli(*TAG, *idx, str(a)))[str(a)] and gone not in subject(a)
+    with sqlite3.connect(index) as db:  # the model's choice itself left it out, not only the file's write
+        assert not db.execute("select 1 from image_tags where tag = ?", [gone]).fetchall()
 
 
 def test_a_tag_name_the_user_added_is_a_confirmation(lib: dict[str, Path]) -> None:
