@@ -216,7 +216,7 @@ class Library:
         except BaseException:
             ix.close()
             raise
-        run.given, run.missing = given, missing
+        run.given, run.missing, run.accept = given, missing, verdict == "confirm"
         return run
 
     def calibrate(self, *, target_precision: float = 0.9, min_evidence: int = 10) -> Calibration:

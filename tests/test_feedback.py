@@ -180,6 +180,13 @@ def test_confirm_wins_over_the_threshold_and_undoes_a_rejection(lib: dict[str, P
     assert gone in subject(a) and gone not in rejected_in_file(a)
     assert (str(a), gone, "confirm", "cli") in verdicts(index)
 
+    # ... and deletes it once more in the other app: that newer word wins over the confirmation
+    subprocess.run([EXIFTOOL, "-q", "-overwrite_original", f"-XMP-dc:Subject-={gone}", f"-IPTC:Keywords-={gone}",
+                    str(a)], check=True)
+    assert run_cli(*TAG, *idx, str(a)).returncode == 0
+    assert gone not in subject(a) and gone in rejected_in_file(a)
+    assert (str(a), gone, "reject", "file") in verdicts(index)
+
 
 def test_verdicts_need_indexed_photos_and_known_tags(lib: dict[str, Path]) -> None:
     idx = ("--index", str(lib["index"]))

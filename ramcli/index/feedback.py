@@ -1,10 +1,13 @@
 """The ``feedback`` and ``thresholds`` tables: the user's verdicts per image and tag, and the per-tag
 thresholds calibrated from them.
 
-Who wins when verdicts meet (:meth:`Feedback.put_feedback`): a verdict given on purpose (``cli``)
-always replaces the one before; one read from a file (``file``) or an imported one (``import``) only
-fills a gap or replaces another verdict of its own kind. Why: a file keeps saying what it said, every
-run, so a file-read verdict replacing a `tags reject` the user just gave would undo it on the next run.
+Who wins when verdicts meet (:meth:`Feedback.put_feedback`, :func:`_replaces`): a verdict given on
+purpose (``cli``) always replaces the one before; one read from a file (``file``) or an imported one
+(``import``) only fills a gap or replaces another verdict of its own kind — except that a keyword the
+user deleted in another app (a ``file`` rejection) replaces a confirmation. Why: a file keeps saying
+what it said, every run, so a user keyword that is a tag name must not undo a `tags reject` given
+since; but `tags confirm` clears the file's refusal when it is given, so a refusal found in the file
+later is the user's newer word.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ from ramcli.index.connection import now
 from ramcli.index.rows import SOURCES, VERDICTS, FeedbackRow, ThresholdRow
 
 _COLUMNS = "hash, tag, verdict, source, path, at"
+
+
+def _replaces(new: FeedbackRow, verdict: str, source: str) -> bool:
+    """Whether ``new`` replaces the stored (``verdict``, ``source``) of the same image and tag."""
+    if verdict == new.verdict:
+        return False
+    return new.source in ("cli", source) or (new.source == "file" and new.verdict == "reject")
 
 
 def _row(r: tuple) -> FeedbackRow:
@@ -32,7 +42,7 @@ class Feedback(Tables):
                 raise ValueError(f"bad verdict {row.verdict!r} or source {row.source!r}")
             old = self.conn.execute("select verdict, source from feedback where hash = ? and tag = ?",
                                     [row.hash, row.tag]).fetchone()
-            if old is not None and (old[0] == row.verdict or (row.source != "cli" and old[1] != row.source)):
+            if old is not None and not _replaces(row, old[0], old[1]):
                 continue
             self.conn.execute(f"insert or replace into feedback ({_COLUMNS}) values (?, ?, ?, ?, ?, ?)",
                               [row.hash, row.tag, row.verdict, row.source, row.path, row.at or now()])

@@ -94,6 +94,7 @@ class Rescore:
         self.on_total: Callable[[int], None] = lambda _n: None
         self.on_image: Callable[[], None] = lambda: None
         self._names: dict[str, TagNames] = {}
+        self.accept = False  # `tags confirm`: lift the files' refusals of the confirmed tags (only then)
         self.given: list[FeedbackRow] = []  # `tags confirm/reject`: the verdicts that changed something
         self.missing: list[str] = []  # and the arguments that named no indexed photo
 
@@ -264,10 +265,12 @@ class Rescore:
     def _write(self, path: Path, names: list[str], row: PhotoRow, verdicts: Mapping[str, str],
                model: str) -> Synced:
         """The keyword-sync stage, writing where the index says this photo's keywords are, with the image's
-        verdicts carried into the file's record (in the language the file was written in)."""
+        verdicts carried into the file's record (in the language the file was written in): rejections
+        always, confirmations only in a `tags confirm` run (``accept``)."""
         reject, accept = self.tag_names(model).split(
             verdicts, lambda tags: self._keywords(model, list(tags), row.written))
-        return self.sync.sync(path, names, row, where_recorded=True, reject=reject, accept=accept)
+        return self.sync.sync(path, names, row, where_recorded=True, reject=reject,
+                              accept=accept if self.accept else [])
 
     def _drop_removed(self, ram_models: list[str]) -> Iterator[Event]:
         """Rows and keywords of removed tags; custom ones also for models no longer installed."""

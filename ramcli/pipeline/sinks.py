@@ -122,11 +122,12 @@ class WriteSink:
 
     def _sync(self, path: Path, digest: str, tags: list[str], row: PhotoRow | None, caption: str | None, *,
               verdicts: dict[str, str] | None = None, where_recorded: bool = False) -> Synced:
-        """The keyword sync with the image's verdicts carried into the file (rejections into its record)."""
+        """The keyword sync with the image's rejections carried into the file's record. Confirmations are
+        not: a refusal found in the file is the user's newer word (`tags confirm` lifts it when given)."""
         if verdicts is None:
             verdicts = self.index.verdicts_for([digest]).get(digest, {})
-        reject, accept = self.tag_names.split(verdicts, self.names)
-        return self.sync.sync(path, tags, row, caption, where_recorded=where_recorded, reject=reject, accept=accept)
+        reject, _ = self.tag_names.split(verdicts, self.names)  # a refusal in the file is only lifted by
+        return self.sync.sync(path, tags, row, caption, where_recorded=where_recorded, reject=reject)  # confirm
 
     def _learn(self, digest: str, path: Path, done: Synced, verdicts: dict[str, str] | None = None) -> None:
         """Verdicts the file tells (a ramcli keyword the user deleted, a tag name they added), into the index."""
