@@ -104,6 +104,7 @@ def test_calibrate_applies_library_wide_from_stored_scores(tmp_path: Path, tiny_
     expect_lost = sum(scores[p][tag] <= plan["after"] for p in ranked[6:])
     assert plan["lost"] == expect_lost and plan["gained"] == 0 and plan["photos"] == expect_lost
 
+    print(f"{tag}: {plan}")
     res = run_cli("tags", "calibrate", "--min-evidence", "2", "--json", *idx)
     assert res.returncode == 0, res.stderr
     with sqlite3.connect(tmp_path / "index.db") as db:
