@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ramcli.evaluate.run import EvalOptions
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
+    from ramcli.pipeline.calibrate import Calibration
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
     from ramcli.runtime.engine import EngineOptions
@@ -183,11 +184,53 @@ class Library:
         return run
 
     def rescore(self, ix: Index, changed: list[CustomTag], removed: list[int], *, write: bool = True,
-                removed_builtin: list[str] | None = None) -> Rescore:
-        """The re-scoring run over ``ix`` (which it closes when done) for changed and removed tags."""
+                removed_builtin: list[str] | None = None, only: set[str] | None = None) -> Rescore:
+        """The re-scoring run over ``ix`` (which it closes when done) for changed and removed tags
+        (``only``: these image hashes, not the whole library)."""
         from ramcli.pipeline.rescore import Rescore, RescoreOptions
 
-        return Rescore(ix, changed, removed, RescoreOptions(write=write), removed_builtin, close=ix.close)
+        return Rescore(ix, changed, removed, RescoreOptions(write=write), removed_builtin, close=ix.close, only=only)
+
+    def feedback(self, verdict: str, tag: str, paths: Sequence[str | Path] = (), *, query: str | None = None,
+                 write: bool = True) -> Rescore:
+        """`ramcli tags confirm|reject TAG PHOTO...`: the user's verdict on ``tag`` for these photos (files,
+        folders, glob patterns) and those `search` finds for ``query``, stored in the index (source "cli");
+        returns the run that re-chooses the tag for just those images and writes their files, the verdict
+        going into each file's record. ``.given`` lists the verdicts that changed something, ``.missing``
+        the arguments that named no indexed photo."""
+        from ramcli.errors import RamcliError, UsageError
+        from ramcli.pipeline import feedback
+        from ramcli.vocab import tagops
+
+        if verdict not in ("confirm", "reject"):
+            raise UsageError(f"a verdict is confirm or reject, not {verdict!r}")
+        ix = self.open_index(writer=True)
+        try:
+            model = tagops.main_model(ix, self.model_name)
+            target = feedback.tag_for_verdict(ix, tag, model)
+            photos, missing = feedback.targets(ix, paths, query, model.name)
+            if not photos:
+                raise RamcliError(f"no indexed photo matches {' '.join(map(str, paths)) or repr(query)}",
+                                  hint="name photos (or folders) that `ramcli tag` indexed, or another --query")
+            given = feedback.give(ix, verdict, target.name, photos)
+            run = self.rescore(ix, [target], [], write=write, only={p.hash for p in photos})
+        except BaseException:
+            ix.close()
+            raise
+        run.given, run.missing, run.accept = given, missing, verdict == "confirm"
+        return run
+
+    def calibrate(self, *, target_precision: float = 0.9, min_evidence: int = 10) -> Calibration:
+        """`ramcli tags calibrate`: per-tag thresholds from the verdicts and the stored embeddings. Call
+        ``.plan()`` for what would change (nothing is written), then iterate ``.apply(plans)`` to store the
+        thresholds and re-decide those tags on every photo; ``.index`` is closed by the caller
+        (``.index.close()``) once done."""
+        from ramcli.errors import UsageError
+        from ramcli.pipeline.calibrate import Calibration
+
+        if not 0.0 < target_precision <= 1.0 or min_evidence < 1:
+            raise UsageError("--target-precision is a number in (0, 1], --min-evidence at least 1")
+        return Calibration(self.open_index(writer=True), target_precision, min_evidence)
 
     def tags(self, *, custom_only: bool = False, model: str | None = None) -> list[dict[str, Any]]:
         """Tags with thresholds and how many photos carry each: yours and (unless ``custom_only``) the model's."""

@@ -40,8 +40,12 @@ def _apply(ix: Any, changed: list[Any], removed: list[int], no_write: bool, json
     """Re-score ``changed`` tags over the whole library, with a progress bar; exit 1 if a photo failed."""
     from ramcli.pipeline.rescore import Rescore, RescoreOptions
 
-    run = Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin)
-    with render.interrupted("run `ramcli tags apply` to finish"), render.progress("re-scoring", unit="images") as bar:
+    _show(Rescore(ix, changed, removed, RescoreOptions(write=not no_write), removed_builtin), json_out)
+
+
+def _show(run: Any, json_out: bool, resume: str = "run `ramcli tags apply` to finish") -> None:
+    """A re-scoring run with a progress bar and a summary; exit 1 if a photo failed."""
+    with render.interrupted(resume), render.progress("re-scoring", unit="images") as bar:
         run.on_total, run.on_image = bar.total, bar.tick
         render.render_events(run.events(), json_out=json_out)
     c = run.counts
@@ -85,6 +89,126 @@ def add_tag(
             for t in tags:
                 render.emit_json({"added": t.as_dict()})
         _apply(ix, tags, [], no_write, json_out)
+
+
+QueryOpt = Annotated[str | None, typer.Option("--query", help="Also the photos `ramcli search QUERY` "
+                                                                   "shows (its first 20).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Which model's tags (default: the one that "
+                                                                   "tagged most photos).")]
+PhotosArg = Annotated[list[str] | None, typer.Argument(help="Photos, folders (every indexed photo below) or glob "
+                                                            "patterns like \"~/Photos/2019/*.jpg\".")]
+
+
+def _verdict(verdict: str, tag: str, photos: list[str] | None, query: str | None, model: str | None,
+             index: Path | None, json_out: bool) -> None:
+    """`tags confirm` and `tags reject`: one front-door call, then the re-scoring run it returns."""
+    from ramcli.library import Library
+
+    with render.errors():
+        run = Library(index, model=model, report=render.say).feedback(verdict, tag, photos or [], query=query)
+        for arg in run.missing:
+            render.say(f"{arg}: no indexed photo there")
+        if json_out:
+            for row in run.given:
+                render.emit_json({"verdict": row.verdict, "tag": row.tag, "path": row.path, "hash": row.hash,
+                                  "source": row.source})
+        render.say(f"{len(run.given)} new {verdict}ed verdicts on {tag!r}")
+        _show(run, json_out, f"run `ramcli tags {verdict}` again to finish")
+
+
+@tags_app.command("reject")
+def tags_reject(
+    tag: Annotated[str, typer.Argument(help="The tag, e.g. \"dog\".")],
+    photos: PhotosArg = None,
+    query: QueryOpt = None,
+    model: ModelOpt = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Say a tag is wrong on these photos: it leaves them and is never written to them again.
+
+    Example: `ramcli tags reject dog ~/Photos/2019/IMG_0042.jpg`  or  `ramcli tags reject dog --query "cat on sofa"`
+
+    The verdict is kept in the index (re-runs, add-tag, threshold changes and calibration respect it) and
+    in each photo's own record (`ramcli:rejected`), so another index or machine knows. Deleting one of
+    ramcli's keywords in another app does the same. `--json`: one line per new verdict, then per photo.
+    """
+    _verdict("reject", tag, photos, query, model, index, json_out)
+
+
+@tags_app.command("confirm")
+def tags_confirm(
+    tag: Annotated[str, typer.Argument(help="The tag, e.g. \"dog\".")],
+    photos: PhotosArg = None,
+    query: QueryOpt = None,
+    model: ModelOpt = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Say a tag is right on these photos: it stays even where its score is under the threshold.
+
+    Example: `ramcli tags confirm "red kite" ~/Photos/birds/*.jpg`
+
+    Undoes an earlier rejection (also one made by deleting the keyword in another app). Adding a tag
+    name as your own keyword in another app does the same. `--json`: one line per new verdict, then per photo.
+    """
+    _verdict("confirm", tag, photos, query, model, index, json_out)
+
+
+@tags_app.command("calibrate")
+def tags_calibrate(
+    target_precision: Annotated[float, typer.Option(
+        "--target-precision", min=0.01, max=1.0,
+        help="Of the judged photos a threshold lets through, at least this share must be confirmed ones.")] = 0.9,
+    min_evidence: Annotated[int, typer.Option(
+        "--min-evidence", min=1, help="Verdicts a tag needs before its threshold moves; also how strongly thin "
+                                      "evidence is pulled back to the model's threshold.")] = 10,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")] = False,
+    no_write: NoWriteOpt = False,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Set per-tag thresholds from your confirmations and rejections, and apply them to every photo.
+
+    Example: `ramcli tags calibrate --dry-run`  then  `ramcli tags calibrate --target-precision 0.95`
+
+    Scores come from the stored embeddings: no photo is decoded again. A tag with fewer than
+    --min-evidence verdicts keeps its threshold; thin evidence moves it only part of the way (see the
+    README). Your verdicts still win on the photos you judged. `--json`: one line per tag (the plan:
+    thresholds before and after, images gained and lost, photos affected), then one per photo changed.
+    """
+    from ramcli.library import Library
+
+    with render.errors():
+        cal = Library(index, report=render.say).calibrate(target_precision=target_precision,
+                                                          min_evidence=min_evidence)
+        try:
+            with render.interrupted("nothing was changed"), \
+                    render.progress("scoring judged tags", unit="images") as bar:
+                cal.on_total, cal.on_image = bar.total, bar.tick
+                plans = cal.plan()
+            _show_plan(plans, json_out)
+            if not dry_run:
+                _show(cal.apply(plans, write=not no_write), json_out, "run `ramcli tags calibrate` again to finish")
+        finally:
+            cal.index.close()
+
+
+def _show_plan(plans: list[Any], json_out: bool) -> None:
+    if json_out:
+        for p in plans:
+            render.emit_json({"plan": p.as_dict()})
+        return
+    if not plans:
+        render.say("no tag has enough verdicts yet (`ramcli tags reject|confirm`, or --min-evidence)")
+        return
+    table = render.table(title="calibrated thresholds", title_justify="left")
+    for col in ("tag", "model", "confirmed", "rejected", "before", "after", "gained", "lost", "photos"):
+        table.add_column(col)
+    for p in plans:
+        table.add_row(render.escape(p.tag), p.model, str(p.confirmed), str(p.rejected), f"{p.before:.3f}",
+                      f"{p.after:.3f}", str(p.gained), str(p.lost), str(p.photos))
+    render.out().print(table)
 
 
 @tags_app.command("list")
@@ -257,16 +381,26 @@ def tags_import(
     index: o.IndexOpt = None,
     json_out: o.JsonOpt = False,
 ) -> None:
-    """Add the tags of an exported vocabulary and apply them to every photo.
+    """Add the tags of an exported vocabulary (and its verdicts and calibrated thresholds) and apply them.
 
     Example: `ramcli tags import birds.json`
+
+    Verdicts name photos by their image hash: they reach the same pictures in this library, wherever
+    they lie. A verdict this index already has on a photo and tag is kept.
     """
+    from ramcli.pipeline.rescore import Rescore, RescoreOptions
     from ramcli.vocab import custom, tagops
 
     with render.errors(), _tag_index(index, create=True) as ix, _through_stdio(file, write=False) as source:
-        tags = tagops.import_vocabulary(ix, source, render.say)
+        got = tagops.import_vocabulary(ix, source, render.say)
         off = sorted(custom.disabled(ix))
-        _apply(ix, tags, [], no_write, json_out, removed_builtin=off)
+        _apply(ix, got.tags, [], no_write, json_out, removed_builtin=off)
+        if got.verdicts and ix.models():
+            render.say(f"{len(got.verdicts)} verdicts imported")
+            model = tagops.main_model(ix)
+            judged = [tagops.tag_for(ix, name, model) for name in sorted({r.tag for r in got.verdicts})]
+            _show(Rescore(ix, [t for t in judged if t is not None], [], RescoreOptions(write=not no_write),
+                          only={r.hash for r in got.verdicts}), json_out)
 
 
 def _is_stdio(file: Path) -> bool:

@@ -13,6 +13,8 @@ What is stored, and why it is split this way:
 * ``image_tags`` — tags with scores per image hash and model.
 * ``custom_tags``, ``disabled_tags`` — the user's vocabulary; ``query_cache`` — search queries'
   embeddings; ``runs`` — one row per ``ramcli tag`` run, with its counts.
+* ``feedback`` — the user's verdicts (confirm / reject) per image hash and tag, with their source;
+  ``thresholds`` — per-tag thresholds `ramcli tags calibrate` fitted from them.
 * ``failures`` — files whose image data could not be read, with the (size, mtime_ns) they failed in,
   so a re-run reports them without reading them again until they change.
 
@@ -29,8 +31,19 @@ from __future__ import annotations
 
 from ramcli.index.core import Index, open_index
 from ramcli.index.queries import PhotoFilter
-from ramcli.index.rows import EMBED_DIM, CustomTagRow, FailureRow, ImageRecord, PhotoRef, PhotoRow, WriteRow
+from ramcli.index.rows import (
+           EMBED_DIM,
+           CustomTagRow,
+           FailureRow,
+           FeedbackRow,
+           ImageRecord,
+           PhotoRef,
+           PhotoRow,
+           ThresholdRow,
+           WriteRow,
+)
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "FailureRow", "ImageRecord", "Index",
-           "PhotoFilter", "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]
+__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "FailureRow", "FeedbackRow", "ImageRecord",
+           "Index",
+           "PhotoFilter", "PhotoRef", "PhotoRow", "ThresholdRow", "WriteRow", "migrate", "open_index", "schema_version"]

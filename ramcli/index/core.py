@@ -1,5 +1,6 @@
 """``Index``: the one object the rest of ramcli holds, composed of one method group per table
-family (photos, images, vocabulary, queries, runs, writes, failures), plus transactions, and ``open_index``."""
+family (photos, images, vocabulary, queries, runs, writes, failures, feedback), plus transactions, and
+``open_index``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from ramcli.errors import RamcliError
 from ramcli.index.connection import connect
 from ramcli.index.failures import Failures
+from ramcli.index.feedback import Feedback
 from ramcli.index.images import Images
 from ramcli.index.lock import take_writer_lock
 from ramcli.index.photos import Photos
@@ -25,10 +27,10 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "counters", "custom_tags",
-                     "disabled_tags", "writes", "failures"})
+                     "disabled_tags", "writes", "failures", "feedback", "thresholds"})
 
 
-class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures):
+class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedback):
     """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
     transaction per batch, so a batch lands whole or not at all."""
 

@@ -58,6 +58,11 @@ class Images(Tables):
             "select tag_index, tag, score from image_tags where hash = ? and model = ? order by score desc",
             [hash_, model])]
 
+    def hashes_with_tag(self, model: str, tag: str) -> set[str]:
+        """The images of ``model`` carrying ``tag`` (by name)."""
+        return {r[0] for r in self.conn.execute(
+            "select hash from image_tags where model = ? and tag = ?", [model, tag])}
+
     def caption_of(self, hash_: str, model: str) -> str | None:
         row = self.conn.execute("select caption from images where hash = ? and model = ?", [hash_, model]).fetchone()
         return row[0] if row else None
@@ -141,6 +146,10 @@ class Images(Tables):
         if indices:
             self.conn.execute(f"delete from image_tags where hash = ? and model = ? and tag_index in "
                               f"({_marks(len(indices))})", [hash_, model, *indices])
+
+    def drop_tag_named(self, hash_: str, tag: str) -> None:
+        """A rejected tag leaves the image's rows under every model (reject wins over score)."""
+        self.conn.execute("delete from image_tags where hash = ? and tag = ?", [hash_, tag])
 
     def _insert_tags(self, hash_: str, model: str, rows: Sequence[tuple[int, str, float]]) -> None:
         self.conn.executemany("insert into image_tags (hash, model, tag_index, tag, score) values (?, ?, ?, ?, ?)",

@@ -69,6 +69,35 @@ class CustomTagRow:
     dirty: bool  # defined or changed, not yet applied to every indexed photo
 
 
+VERDICTS = ("confirm", "reject")
+SOURCES = ("cli", "file", "import")
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """One verdict of the user's on one image and tag (``feedback``): ``verdict`` confirm | reject,
+    ``source`` cli (`ramcli tags confirm/reject`) | file (read from the photo's keywords) | import."""
+
+    hash: str
+    tag: str  # the English tag name
+    verdict: str
+    source: str
+    path: str | None = None  # where the photo was when the verdict was given (for people)
+    at: str | None = None  # ISO time; None: now
+
+
+@dataclass(frozen=True)
+class ThresholdRow:
+    """A calibrated threshold (``thresholds``): used for ``tag`` on ``model`` instead of ``official``."""
+
+    model: str
+    tag: str
+    threshold: float
+    official: float
+    confirmed: int  # the evidence it was fitted from
+    rejected: int
+
+
 # (path, hash, taken_at) of one photo, as search reports it
 PhotoRef = tuple[str, str, str | None]
 

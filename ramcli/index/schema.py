@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ramcli.errors import RamcliError
 from ramcli.index.connection import utils
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class _Executes(Protocol):
@@ -89,8 +89,25 @@ def _v5(db: Any) -> None:
                            "failed_at": str}, pk="path")
 
 
+def _v6(db: Any) -> None:
+    """The user's verdicts and what they teach. ``feedback``: one verdict (confirm | reject) per image
+    and tag, with who gave it (source: cli | file | import) and when. Keyed by the image hash, not the
+    path: the hash survives moves, renames and metadata edits, is the same in a copy on another
+    machine (so an exported verdict finds its photo there), and is what ``image_tags`` is keyed by.
+    ``tag`` is the English tag name, the same for every model that knows the tag (RAM and RAM++ share
+    their list; a custom tag is its name). ``path`` is where the photo was when the verdict was given,
+    for people only. ``thresholds``: per-tag thresholds that ``ramcli tags calibrate`` fitted from the
+    verdicts, per model, used in place of the model's shipped ones (``official``, kept for the report);
+    ``pending`` until every photo has been re-decided with it (an interrupted calibration finishes next time)."""
+    db["feedback"].create({"hash": str, "tag": str, "verdict": str, "source": str, "path": str, "at": str},
+                          pk=("hash", "tag"), not_null={"verdict", "source"})
+    db["feedback"].create_index(["tag"])
+    db["thresholds"].create({"model": str, "tag": str, "threshold": float, "official": float, "confirmed": int,
+                             "rejected": int, "pending": int, "at": str}, pk=("model", "tag"), not_null={"threshold"})
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def schema_version(db: _Executes) -> int:

@@ -73,6 +73,10 @@ class WriteResult:
     # What is ramcli's in the file after the call (from the file's own record where it has one).
     ours: list[str] = field(default_factory=list)
     caption_ours: str | None = None
+    # The user's verdicts as the file holds them after the call: ramcli keywords refused (``ramcli:rejected``,
+    # and ours the user deleted from dc:subject), and the keywords in dc:subject that are not ramcli's.
+    rejected: list[str] = field(default_factory=list)
+    theirs: list[str] = field(default_factory=list)
 
     @property
     def storage(self) -> str:
@@ -155,7 +159,8 @@ def read_caption(path: Path, opts: WriteOptions = WriteOptions()) -> str | None:
 def write_keywords(path: Path, ours: list[str], previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
                    caption: str | None = None, previous_caption: str | None = None,
                    overwrite_description: bool = False, model: str | None = None,
-                   journal: Journal | None = None) -> WriteResult:
+                   journal: Journal | None = None, rejected: Sequence[str] = (),
+                   accepted: Sequence[str] = ()) -> WriteResult:
     """Make the photo carry ``ours``; drop what is in ``previous_ours`` but no longer in ``ours``.
 
     Keywords are NFC-normalised and stripped. A keyword already present in a field in any letter case is
@@ -169,12 +174,16 @@ def write_keywords(path: Path, ours: list[str], previous_ours: list[str], opts: 
     happened. Record the caption as ramcli's when that is "written" or "unchanged"; keep the old record on
     "kept" (ramcli's previous text may still sit in a field the user did not edit). A caption that is empty
     after cleaning means "no caption": ramcli's previous one is removed.
+
+    ``rejected``: keywords the user refused elsewhere (`ramcli tags reject`, the index's verdicts): never
+    written, and added to the file's ``ramcli:rejected``, so another index or machine knows. ``accepted``
+    (`ramcli tags confirm`): keywords taken off the file's refusals, so they may be written again.
     """
     change = None if caption is None else CaptionChange(clean_caption(caption) or None,
                                                          clean_caption(previous_caption or "") or None,
                                                          overwrite_description)
     return _update(Path(path), clean_keywords(ours), clean_keywords(previous_ours), opts, change, model=model,
-                   journal=journal)
+                   journal=journal, rejected=clean_keywords(list(rejected)), accepted=clean_keywords(list(accepted)))
 
 
 def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = WriteOptions(), *,
@@ -196,7 +205,7 @@ def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = W
 
 def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions,
             change: CaptionChange | None = None, *, model: str | None = None, journal: Journal | None = None,
-            forget: bool = False) -> WriteResult:
+            forget: bool = False, rejected: Sequence[str] = (), accepted: Sequence[str] = ()) -> WriteResult:
     """Read the target, plan per field (and ramcli's record), and write only if the plan is not empty.
 
     ``forget`` (untag): ramcli's record goes with everything it lists.
@@ -209,7 +218,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     if not side and xmp_packets(data) > 1:
         # exiv2 keeps one XMP packet and drops the others: the user's data in a second packet would be lost
         return _update(path, ours, previous, replace(opts, sidecar=True), change, model=model, journal=journal,
-                       forget=forget)
+                       forget=forget, rejected=rejected, accepted=accepted)
     if side and before and not writable(real):
         raise ImageError("its sidecar is read-only", path=real, hint="make it writable to update the keywords")
     try:
@@ -221,7 +230,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
         # a GIF named .jpg): a rewrite would drop what exiv2 could not read, so the photo is left alone and
         # ours goes into its sidecar, as for two XMP packets.
         return _update(path, ours, previous, replace(opts, sidecar=True), change, model=model, journal=journal,
-                       forget=forget)
+                       forget=forget, rejected=rejected, accepted=accepted)
     values, kind = snap.values, snap.kind
     record = provenance.read(values)
     if side and opts.sidecar_name == "stem" and (
@@ -231,7 +240,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
         if forget:
             return WriteResult(path, real, side, [], [], False, None)
         return _update(path, ours, previous, replace(opts, sidecar_name="ext"), change, model=model,
-                       journal=journal)
+                       journal=journal, rejected=rejected, accepted=accepted)
     if record is not None:  # the file's own record wins over what the caller (the index) remembers
         previous = list(record.keywords)
         if change is not None:
@@ -247,8 +256,8 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     # A keyword of ours the user removed (in any app) is a rejection: never written again. dc:subject is
     # the field every app edits; Windows' XPKeywords or IPTC left behind by an older app do not count.
     subject = {fold(v) for v in values.get(keywords.primary, [])}
-    refused = [] if record is None else list(dict.fromkeys(
-        [*record.rejected, *(k for k in record.keywords if fold(k) not in subject)]))
+    found = [] if record is None else [*record.rejected, *(k for k in record.keywords if fold(k) not in subject)]
+    refused = [k for k in dict.fromkeys([*found, *([] if forget else rejected)]) if k not in accepted]
     want = [k for k in ours if k not in refused]
     stale = [k for k in previous if k not in want]
     plan = keywords.plan(values, kind, want, stale, opts.hierarchical_root, opts.ancestry)
@@ -268,8 +277,9 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
                                                    model=model or (record.model if record else None))
     if (record is not None or (after is not None and not after.empty)) and (plan or after != record):
         plan.update(provenance.plan(after))
+    theirs = [v for v in values.get(keywords.primary, []) if v not in previous and v not in mine]
     result = WriteResult(path, real, side, [k for k in want if fold(k) not in carried],
-                         [k for k in stale if k in exact], bool(plan), status, mine, caption_ours)
+                         [k for k in stale if k in exact], bool(plan), status, mine, caption_ours, refused, theirs)
     if plan:
         claimed = record is not None or any(nfc(k) in exact for k in previous)
         _write(path, real, data, kind, plan, before=before, photo_st=photo_st, opts=opts,

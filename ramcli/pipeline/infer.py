@@ -8,8 +8,8 @@ batch reaches the sink as one group (one index transaction).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +31,7 @@ class Inferred:
     embeds: np.ndarray  # (N, 512): this photo's image tokens, token 0 its CLS embedding
     tags: list[Tag]
     caption: str | None
+    verdicts: dict[str, str] = field(default_factory=dict)  # the user's on this image: tag name -> confirm | reject
 
 
 Item = Prepared | ImageError | Inferred
@@ -41,7 +42,10 @@ class Infer:
     The model is opened on the first batch (``tagger`` is an :class:`OnDemand`)."""
 
     def __init__(self, tagger: OnDemand, selection: Selection | None = None, *, batch_size: int = 4,
-                 clock: Clock = NO_CLOCK) -> None:
+                 clock: Clock = NO_CLOCK,
+                 verdicts: Callable[[list[str]], dict[str, dict[str, str]]] | None = None) -> None:
+        """``verdicts``: the user's feedback on image hashes (the index's), which wins over the scores."""
+        self.verdicts = verdicts
         self.tagger = tagger
         self.selection = selection or Selection()
         self.batch_size = batch_size
@@ -73,9 +77,11 @@ class Infer:
         else:
             with clock("inference"):
                 embeds, logits = tagger.infer(x)
+        said = self.verdicts([p.hash for p in batch if p.hash]) if self.verdicts else {}
+        verdicts = [said.get(p.hash or "", {}) for p in batch]
         with clock("head"):
-            tags = [tagger.tags(row, self.selection) for row in logits]
+            tags = [tagger.tags(row, self.selection, v) for row, v in zip(logits, verdicts, strict=True)]
         t = time.perf_counter()
         captions = tagger.captions(embeds, logits)
         clock.add("caption" if any(c is not None for c in captions) else "head", time.perf_counter() - t)
-        return [Inferred(p, embeds[i], tags[i], captions[i]) for i, p in enumerate(batch)]
+        return [Inferred(p, embeds[i], tags[i], captions[i], verdicts[i]) for i, p in enumerate(batch)]

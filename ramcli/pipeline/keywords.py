@@ -75,6 +75,8 @@ class Synced:
     storage: str  # "embed", "sidecar-ext", "sidecar-stem"; "" for a photo indexed with --no-write
     caption: str | None  # the caption of ours in the file
     changed: bool = False  # whether the file was rewritten
+    rejected: tuple[str, ...] = ()  # keywords the file refuses (the user's rejections, see metadata)
+    theirs: tuple[str, ...] = ()  # the user's own keywords in the file (a tag name among them: a confirmation)
 
 
 class KeywordSync:
@@ -97,13 +99,14 @@ class KeywordSync:
             self.journal.settle()
 
     def sync(self, path: Path, names: list[str], row: PhotoRow | None, caption: str | None = None, *,
-             where_recorded: bool = False) -> Synced:
+             where_recorded: bool = False, reject: Sequence[str] = (), accept: Sequence[str] = ()) -> Synced:
         """Make ``path`` carry ``names`` instead of what ``row`` says ramcli wrote before.
 
         ``row``: what the index knew of this path (or of the path it moved from). ``where_recorded``:
         write where the row says the keywords are (re-scoring), not where this run's options would
         put new ones; a photo indexed with `--no-write` then stays untouched (its keywords are not ours).
-        ``caption`` None leaves descriptions alone.
+        ``caption`` None leaves descriptions alone. ``reject`` / ``accept``: keywords the index's verdicts
+        refuse / allow again, carried into the file's record (``metadata.write_keywords``).
         """
         previous = row.written if row is not None else []
         before = row.written_caption if row is not None else None
@@ -113,11 +116,12 @@ class KeywordSync:
         opts = storage_options(storage, self.options) if where_recorded else self.options
         result = metadata.write_keywords(path, names, previous, opts, caption=caption, previous_caption=before,
                                          overwrite_description=self.overwrite_description, model=self.model,
-                                         journal=self.journal)
+                                         journal=self.journal, rejected=reject, accepted=accept)
+        verdicts = (tuple(result.rejected), tuple(result.theirs))
         if where_recorded:
-            return Synced(result.ours, storage, before, result.changed)
+            return Synced(result.ours, storage, before, result.changed, *verdicts)
         written_caption = result.caption_ours if caption is not None else before
-        return Synced(result.ours, result.storage, written_caption, result.changed)
+        return Synced(result.ours, result.storage, written_caption, result.changed, *verdicts)
 
     def remove(self, path: Path, row: PhotoRow | None = None) -> str | None:
         """`untag`: remove what ramcli wrote into ``path``; returns how: "restored" (byte for byte, from the

@@ -24,7 +24,7 @@ command again) redoes the work; every step is idempotent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,15 +32,16 @@ import numpy as np
 
 from ramcli import metadata
 from ramcli.errors import ImageError, RamcliError
-from ramcli.index import Index, PhotoRow
+from ramcli.index import FeedbackRow, Index, PhotoRow
 from ramcli.models import store
 from ramcli.models.families import family_of
 from ramcli.pipeline.events import Event
+from ramcli.pipeline.feedback import TagNames, learn
 from ramcli.pipeline.journal import Journal
-from ramcli.pipeline.keywords import KeywordSync, keywords, one_line, zh_names
+from ramcli.pipeline.keywords import KeywordSync, Synced, keywords, one_line, zh_names
 from ramcli.runtime.engine import Engine, EngineOptions
 from ramcli.runtime.images import load_input
-from ramcli.runtime.tagging import sigmoid
+from ramcli.runtime.tagging import apply_verdicts, sigmoid
 from ramcli.runtime.vocabulary import Vocabulary
 from ramcli.vocab import custom
 from ramcli.vocab.custom import CustomTag
@@ -68,11 +69,18 @@ class Rescore:
     holds images scored, re-encoded, photos updated and errors at the end."""
 
     def __init__(self, index: Index, changed: list[CustomTag], removed: list[int], opts: RescoreOptions,
-                 removed_builtin: list[str] | None = None, *, close: Callable[[], None] = lambda: None) -> None:
+                 removed_builtin: list[str] | None = None, *, close: Callable[[], None] = lambda: None,
+                 only: Collection[str] | None = None) -> None:
         """``removed``: custom tag indices (< 0), dropped for every model; ``removed_builtin``: built-in
         tag names, dropped for the RAM/RAM++ models only (Tag2Text's list is another vocabulary);
-        ``close``: called once iterating the run ends, however it ends (the front door closes the index)."""
+        ``close``: called once iterating the run ends, however it ends (the front door closes the index);
+        ``only``: these image hashes, not the whole library (a verdict on a few photos), each of whose files
+        is brought up to date even where its tags did not change (the verdict goes into its record).
+
+        The user's verdicts (``feedback``) win over every score here, as in a tag run: a rejected tag never
+        fires, a confirmed one always does."""
         self.close = close
+        self.only = None if only is None else sorted(set(only))
         self.defined: list[CustomTag] = list(changed)
         self.index = index
         self.changed = changed
@@ -85,6 +93,15 @@ class Rescore:
         self._zh_cache: dict[str, dict[int, str]] = {}
         self.on_total: Callable[[int], None] = lambda _n: None
         self.on_image: Callable[[], None] = lambda: None
+        self._names: dict[str, TagNames] = {}
+        self.accept = False  # `tags confirm`: lift the files' refusals of the confirmed tags (only then)
+        self.given: list[FeedbackRow] = []  # `tags confirm/reject`: the verdicts that changed something
+        self.missing: list[str] = []  # and the arguments that named no indexed photo
+
+    def tag_names(self, model: str) -> TagNames:
+        if model not in self._names:
+            self._names[model] = TagNames.of(self.index, model)
+        return self._names[model]
 
     def __iter__(self) -> Iterator[Event]:
         try:
@@ -98,7 +115,7 @@ class Rescore:
 
     def events(self) -> Iterator[Event]:
         models = self.models()
-        self.on_total(sum(self.index.image_count(m.name) for m in models))
+        self.on_total(sum(len(self._hashes(m.name)) for m in models))
         for model in models:
             yield from self._model(model)
         if self.removed or self.removed_builtin:
@@ -111,9 +128,10 @@ class Rescore:
         if not self.changed:
             return
         engine = Engine(model, self.opts.engine)
-        vocab = Vocabulary.builtin(model).only(self.changed)
+        # calibrated thresholds (`ramcli tags calibrate`) in place of the tags' own
+        vocab = Vocabulary.builtin(model).only(self.changed).with_thresholds(self.index.calibrated(model.name))
         indices = [vocab.tag_id(i) for i in range(vocab.size)]
-        hashes = self.index.image_hashes(model.name)
+        hashes = self._hashes(model.name)
         for start in range(0, len(hashes), self.opts.batch_size):
             images = self._load(model, engine, hashes[start:start + self.opts.batch_size])
             scored = [im for im in images if im.embeds is not None]
@@ -121,8 +139,9 @@ class Rescore:
                 x = np.stack([im.embeds for im in scored])  # float16, as stored
                 cls = np.stack([im.cls for im in scored])[:, None]  # exact: the descriptions are weighted by it
                 scores = sigmoid(engine.logits(x, vocab.tag_embeds(cls)))
-                fired = {im.hash: [(indices[j], vocab.names[j], float(s[j]))
-                                   for j in np.flatnonzero(s > vocab.thresholds)]
+                said = self.index.verdicts_for([im.hash for im in scored])
+                fired = {im.hash: [(indices[j], vocab.names[j], float(s[j])) for j in apply_verdicts(
+                    np.flatnonzero(s > vocab.thresholds), s, vocab.names, None, said.get(im.hash))]
                          for im, s in zip(scored, scores, strict=True)}
                 yield from self._update(model.name, fired, set(indices))
             for im in images:
@@ -134,6 +153,14 @@ class Rescore:
                         "indexed without image tokens, and no readable file to encode again", path=where,
                         hint="run `ramcli tag` on its folder (with tokens stored) again")))
                 self.on_image()
+
+    def _hashes(self, model: str) -> list[str]:
+        """The images this run walks: all of ``model``'s, or those of ``only`` it has."""
+        every = self.index.image_hashes(model)
+        if self.only is None:
+            return every
+        wanted = set(self.only)
+        return [h for h in every if h in wanted]
 
     def _load(self, model: store.InstalledModel, engine: Engine, hashes: list[str]) -> list[_Image]:
         rows = self.index.image_arrays(model.name, hashes)
@@ -167,34 +194,41 @@ class Rescore:
         reads the file; it is written only when something differs.
         """
         plans = []
+        forced = set(self.only or ())
         for digest, rows in fired.items():
             have = self.index.tags_of(digest, model)
             old = {i for i, _, _ in have if i in indices}
             others = [(i, n) for i, n, _ in have if i not in indices]
-            plans.append((digest, rows, old != {i for i, _, _ in rows} or self._stale(digest, model, rows, others)))
+            plans.append((digest, rows, old != {i for i, _, _ in rows} or digest in forced
+                          or self._stale(digest, model, rows, others)))
+        said = self.index.verdicts_for([d for d, _, _ in plans])
         events: list[Event] = []
         photo_updates = []
         for digest, rows, changed in plans:
             if not changed and not (rows and self.opts.write):
                 continue
-            keep = [(i, n, s) for i, n, s in self.index.tags_of(digest, model) if i not in indices]
+            verdicts = said.get(digest, {})
+            keep = [(i, n, s) for i, n, s in self.index.tags_of(digest, model)
+                    if i not in indices and verdicts.get(n) != "reject"]
             tags = [(i, n) for i, n, _ in sorted([*keep, *rows], key=lambda r: -r[2])]
             for row in self.index.photos_with_hash(digest, model):
                 names = self._keywords(model, tags, row.written)
                 try:
-                    written, touched = self._write(Path(row.path), names, row) if self.opts.write else \
-                        (row.written, False)
+                    done = self._write(Path(row.path), names, row, verdicts, model) if self.opts.write else None
                 except (ImageError, OSError) as err:
                     events.append(Event(Path(row.path), "error", error=one_line(err, Path(row.path))))
                     continue
-                photo_updates.append((row, written))
-                if changed or touched:
-                    events.append(Event(Path(row.path), "retagged", tags=names))
+                photo_updates.append((row, done))
+                if changed or (done is not None and done.changed):
+                    shown = [n for n in names if done is None or n not in done.rejected]
+                    events.append(Event(Path(row.path), "retagged", tags=shown))
         with self.index.transaction():  # scores are refreshed even where the same tags fire
             for digest, rows, _ in plans:
                 self.index.replace_tags(digest, model, indices, rows)
-            for row, written in photo_updates:
-                self.index.record_written(row, written)
+            for row, done in photo_updates:
+                self.index.record_written(row, row.written if done is None else done.written)
+                if done is not None and (done.rejected or done.theirs):
+                    learn(self.index, row.hash, row.path, done, self.tag_names(model), said.get(row.hash, {}))
             self.sync.settle()
         for ev in events:
             self.counts["updated" if ev.status == "retagged" else "error"] += 1
@@ -228,11 +262,15 @@ class Rescore:
                                               *((t.tag_index, t.name_zh) for t in custom.load(self.index))])
         return self._zh_cache[model]
 
-    def _write(self, path: Path, names: list[str], row: PhotoRow) -> tuple[list[str], bool]:
-        """(the keywords of ours the file now carries, whether the file was rewritten): the keyword-sync
-        stage, writing where the index says this photo's keywords are."""
-        done = self.sync.sync(path, names, row, where_recorded=True)
-        return done.written, done.changed
+    def _write(self, path: Path, names: list[str], row: PhotoRow, verdicts: Mapping[str, str],
+               model: str) -> Synced:
+        """The keyword-sync stage, writing where the index says this photo's keywords are, with the image's
+        verdicts carried into the file's record (in the language the file was written in): rejections
+        always, confirmations only in a `tags confirm` run (``accept``)."""
+        reject, accept = self.tag_names(model).split(
+            verdicts, lambda tags: self._keywords(model, list(tags), row.written))
+        return self.sync.sync(path, names, row, where_recorded=True, reject=reject,
+                              accept=accept if self.accept else [])
 
     def _drop_removed(self, ram_models: list[str]) -> Iterator[Event]:
         """Rows and keywords of removed tags; custom ones also for models no longer installed."""
@@ -247,10 +285,12 @@ class Rescore:
                 continue
             kept = [(i, n) for i, n, _ in tags if i not in drop]
             updates = []
+            verdicts = self.index.verdicts_for([digest]).get(digest, {})
             for row in self.index.photos_with_hash(digest, model):
                 names = self._keywords(model, kept, row.written)
                 try:
-                    written = self._write(Path(row.path), names, row)[0] if self.opts.write else row.written
+                    written = self._write(Path(row.path), names, row, verdicts, model).written if self.opts.write \
+                        else row.written
                 except (ImageError, OSError) as err:
                     self.counts["error"] += 1
                     yield Event(Path(row.path), "error", error=one_line(err, Path(row.path)))

@@ -124,6 +124,7 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
     from ramcli.vocab import custom
 
     model = lazy.name
+    infer.verdicts = index.verdicts_for  # the user's feedback wins over the scores
     # custom tags' parents go into the hierarchical keywords (ramcli|bird|red kite)
     wopts = replace(opts.write_options, ancestry=custom.ancestry(index))
     sync = KeywordSync(wopts, write=opts.write, overwrite_description=opts.overwrite_description,

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 from ramcli.errors import ImageError
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.events import Event
+from ramcli.pipeline.feedback import TagNames, learn
 from ramcli.pipeline.infer import Inferred, Item
 from ramcli.pipeline.keywords import KeywordSync, Synced, keywords, one_line, vocab_zh
 from ramcli.pipeline.prepare import Prepared
 
 if TYPE_CHECKING:
-    from ramcli.index import Index
+    from ramcli.index import Index, PhotoRow
     from ramcli.pipeline.sources import Sourced
     from ramcli.pipeline.tagger import OnDemand
 
@@ -110,6 +111,30 @@ class WriteSink:
         self.clock = clock
         self._run_id: int | None = None
         self._seen: dict[str, tuple[int, int]] = {}
+        self._tag_names: TagNames | None = None
+
+    @property
+    def tag_names(self) -> TagNames:
+        """The model's tag names, to translate between verdicts and keywords (read once, no model loaded)."""
+        if self._tag_names is None:
+            self._tag_names = TagNames.of(self.index, self.model)
+        return self._tag_names
+
+    def _sync(self, path: Path, digest: str, tags: list[str], row: PhotoRow | None, caption: str | None, *,
+              verdicts: dict[str, str] | None = None, where_recorded: bool = False) -> Synced:
+        """The keyword sync with the image's rejections carried into the file's record. Confirmations are
+        not: a refusal found in the file is the user's newer word (`tags confirm` lifts it when given)."""
+        if verdicts is None:
+            verdicts = self.index.verdicts_for([digest]).get(digest, {})
+        reject, _ = self.tag_names.split(verdicts, self.names)  # a refusal in the file is only lifted by
+        return self.sync.sync(path, tags, row, caption, where_recorded=where_recorded, reject=reject)  # confirm
+
+    def _learn(self, digest: str, path: Path, done: Synced, verdicts: dict[str, str] | None = None) -> None:
+        """Verdicts the file tells (a ramcli keyword the user deleted, a tag name they added), into the index."""
+        if self.sync.write and (done.rejected or done.theirs):
+            if verdicts is None:
+                verdicts = self.index.verdicts_for([digest]).get(digest, {})
+            learn(self.index, digest, str(path), done, self.tag_names, verdicts)
 
     def begin(self, found: Sourced) -> None:
         if self.sync.journal is not None:
@@ -164,10 +189,11 @@ class WriteSink:
                 # Someone else edited the metadata: their keywords stay; a keyword of ours they removed is a
                 # rejection, applied to every field (the sync writes only if that changes anything).
                 tags = self.names([(i, name) for i, name, _ in self.index.tags_of(p.hash, self.model)])
-                done = self.sync.sync(path, tags, row, self.index.caption_of(p.hash, self.model),
-                                      where_recorded=True)
+                done = self._sync(path, p.hash, tags, row, self.index.caption_of(p.hash, self.model),
+                                  where_recorded=True)
                 with self.index.transaction():
                     self._record_photo(path, p.hash, done.written, row.storage, row.written_caption)
+                    self._learn(p.hash, path, done)
                     self.sync.settle()
                 return Event(path, "updated")
             others = [o for o in self.index.paths_with_hash(p.hash) if o != str(path)]
@@ -175,12 +201,14 @@ class WriteSink:
             tags = self.names([(i, name) for i, name, _ in self.index.tags_of(p.hash, self.model)])
             caption = self.index.caption_of(p.hash, self.model)
             origin = self.index.photo(gone[0]) if gone else None  # the keywords we wrote travel with the file
-            done = self.sync.sync(path, tags, origin if origin is not None else row, caption)
+            done = self._sync(path, p.hash, tags, origin if origin is not None else row, caption)
             with self.index.transaction():
                 for old in gone:
                     self.index.delete_photo(old)
                 self._record_photo(path, p.hash, done.written, done.storage, done.caption)
+                self._learn(p.hash, path, done)
                 self.sync.settle()
+            tags = [t for t in tags if t not in done.rejected]
             return Event(path, "moved" if gone else "copied", tags=tags, moved_from=gone[0] if gone else None,
                          caption=caption)
         except (ImageError, OSError) as err:
@@ -196,12 +224,15 @@ class WriteSink:
                 path = item.prepared.path
                 names = self.names([(t.index, t.name) for t in item.tags])
                 try:
-                    done = self.sync.sync(path, names, self.index.photo(str(path)), item.caption)
+                    assert item.prepared.hash is not None
+                    done = self._sync(path, item.prepared.hash, names, self.index.photo(str(path)), item.caption,
+                                      verdicts=item.verdicts)
                 except (ImageError, OSError) as err:
                     events.append(Event(path, "error", error=one_line(err, path)))
                     continue
                 records.append((item, done))
-                events.append(Event(path, "tagged", tags=names, caption=item.caption))
+                events.append(Event(path, "tagged", tags=[n for n in names if n not in done.rejected],
+                                    caption=item.caption))
         clip = self.tagger().clip_space  # Tag2Text's Swin-B tokens are not in CLIP space: they serve no search
         tokens = self.store_tokens and clip
         with self.clock("index"), self.index.transaction():
@@ -213,6 +244,7 @@ class WriteSink:
                     item.embeds if tokens else None, [(t.index, t.name, t.score) for t in item.tags],
                     item.caption))
                 self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
+                self._learn(p.hash, p.path, done, item.verdicts)  # after the image's rows: a rejection drops its row
             self.sync.settle()
         yield from events
 

@@ -36,7 +36,8 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
 def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
                 index_file: Path | None = None, caption_tags: list[str] | None = None,
                 batch_size: int = 1) -> Tagger:
-    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``
+    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``,
+    with the thresholds `ramcli tags calibrate` fitted there in place of the shipped ones
     (``runtime.taggers.open_tagger`` for the rest: captioning families, side-by-side batches)."""
     vocab = None
     if index_file is not None and index_file.exists() and family_of(model).takes_custom_tags:
@@ -45,7 +46,8 @@ def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
 
         ix = open_index(index_file)
         try:
-            vocab = Vocabulary.builtin(model).with_custom(custom.load(ix), custom.disabled(ix))
+            vocab = Vocabulary.builtin(model).with_custom(custom.load(ix), custom.disabled(ix)) \
+                .with_thresholds(ix.calibrated(model.name))
         finally:
             ix.close()
     return taggers.open_tagger(model, opts, vocab=vocab, caption_tags=caption_tags, batch_size=batch_size)

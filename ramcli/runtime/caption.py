@@ -15,7 +15,7 @@ A caller may pass its own tags instead of the predicted ones.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ramcli.models.store import InstalledModel
 from ramcli.runtime.beam_search import BeamSettings, beam_search
 from ramcli.runtime.engine import EngineOptions, _session, input_contract
 from ramcli.runtime.images import Preprocess
-from ramcli.runtime.tagging import Selection, Tag, sigmoid
+from ramcli.runtime.tagging import Selection, Tag, apply_verdicts, sigmoid
 from ramcli.runtime.wordpiece import WordPiece
 
 GRAPHS = (ENCODER, HEAD, TAG_ENCODER, DECODER_CROSS, DECODER_STEP)
@@ -228,10 +228,11 @@ class CaptionTagger:
     def logits(self, image_embeds: np.ndarray) -> np.ndarray:
         return self.model.logits(image_embeds)
 
-    def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
+    def tags(self, logits: np.ndarray, selection: Selection, verdicts: Mapping[str, str] | None = None) -> list[Tag]:
         scores = sigmoid(logits)
-        return [Tag(int(i), self.model.names[i], None, float(scores[i]))
-                for i in selection.pick(scores, self.model.thresholds)]
+        picked = apply_verdicts(selection.pick(scores, self.model.thresholds), scores, self.model.names, None,
+                                verdicts)
+        return [Tag(int(i), self.model.names[i], None, float(scores[i])) for i in picked]
 
     def captions(self, image_embeds: np.ndarray, logits: np.ndarray) -> list[str | None]:
         guides = [self.guide or self.model.caption_tags(self.model.predicted(row)) for row in logits]

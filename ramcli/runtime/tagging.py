@@ -2,11 +2,13 @@
 
 The reference rule is kept exactly: tag c fires iff sigmoid(logit_c) > threshold_c (strict),
 with the per-tag thresholds shipped with the model. A user threshold replaces all of them;
-0 lists every tag with its score.
+0 lists every tag with its score. The user's verdicts on an image (``ramcli tags confirm/reject``,
+and keywords they removed or added in other apps) win over both: :func:`apply_verdicts`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +61,22 @@ class Selection:
         return idx[: self.top_k] if self.top_k is not None else idx
 
 
+def apply_verdicts(picked: np.ndarray, scores: np.ndarray, names: Sequence[str], hidden: np.ndarray | None,
+                   verdicts: Mapping[str, str] | None) -> np.ndarray:
+    """The user wins over the model: a rejected tag is dropped whatever its score, a confirmed one is kept
+    whatever the threshold (and ``--top-k``: it is the user's, not a guess). A disabled or shadowed
+    (``hidden``) tag stays off: it is switched off for the whole library. Best score first."""
+    if not verdicts:
+        return picked
+    keep = [int(i) for i in picked if verdicts.get(names[i]) != "reject"]
+    have = set(keep)
+    for i, name in enumerate(names):
+        if verdicts.get(name) == "confirm" and i not in have and not (hidden is not None and hidden[i]):
+            keep.append(i)
+    out = np.array(keep, dtype=np.int64)
+    return out[np.argsort(-scores[out], kind="stable")] if len(out) else out
+
+
 class Tagger:
     """Engine + vocabulary: preprocessed images in, scores and tags out."""
 
@@ -105,10 +123,11 @@ class Tagger:
         """RAM and RAM++ write no captions (Tag2Text does: ``caption.CaptionTagger``)."""
         return [None] * len(logits)
 
-    def tags(self, logits: np.ndarray, selection: Selection) -> list[Tag]:
-        """Tags of one image from its (T,) logits."""
+    def tags(self, logits: np.ndarray, selection: Selection, verdicts: Mapping[str, str] | None = None) -> list[Tag]:
+        """Tags of one image from its (T,) logits; ``verdicts`` (tag name -> confirm | reject, the user's
+        feedback on this image) win over the scores (:func:`apply_verdicts`)."""
         v = self.vocab
         scores = sigmoid(logits)
-        picked = selection.pick(scores, v.thresholds, v.hidden)
+        picked = apply_verdicts(selection.pick(scores, v.thresholds, v.hidden), scores, v.names, v.hidden, verdicts)
         return [Tag(v.tag_id(int(i)), v.names[i], v.names_zh[i] or None if v.names_zh else None, float(scores[i]))
                 for i in picked]

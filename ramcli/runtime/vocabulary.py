@@ -9,7 +9,7 @@ no reweighting: its tag embeddings are the same for every image.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -91,6 +91,16 @@ class Vocabulary:
             names_zh=None if zh is None else [*zh, *(t.name_zh or "" for t in tags)],
             thresholds=np.concatenate([self.thresholds, np.array([t.threshold for t in tags], np.float32)]),
             groups=groups, ids=[*(self.ids or range(self.size)), *(t.tag_index for t in tags)], hidden=hidden)
+
+    def with_thresholds(self, calibrated: Mapping[str, float]) -> Vocabulary:
+        """These tags' thresholds replaced (`ramcli tags calibrate`'s, by tag name); the others as they are."""
+        if not calibrated:
+            return self
+        t = self.thresholds.astype(np.float32).copy()
+        for i, name in enumerate(self.names):
+            if name in calibrated:
+                t[i] = np.float32(calibrated[name])
+        return replace(self, thresholds=t)
 
     def only(self, custom: Iterable[CustomTag]) -> Vocabulary:
         """Just these custom tags (no built-in ones): what re-scoring stored tokens needs."""

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ramcli.errors import RamcliError, first_line
-from ramcli.index import EMBED_DIM, CustomTagRow, Index
+from ramcli.index import EMBED_DIM, CustomTagRow, FeedbackRow, Index, ThresholdRow
 from ramcli.vocab.openset import Embed, mean_embedding, prompts
 
 DEFAULT_THRESHOLD = 0.5  # the reference's choice for tags the model was not trained on
@@ -132,6 +132,7 @@ def upsert(index: Index, name: str, embeds: np.ndarray, *, descriptions: Iterabl
     with index.transaction():
         index.put_custom_tag(name, vectors, descriptions=[d.strip() for d in descriptions if d.strip()],
                              threshold=threshold, name_zh=name_zh, parent=parent, encoder=encoder)
+        index.forget_thresholds(name)  # a threshold given by hand replaces a calibrated one
     return require(index, name)
 
 
@@ -192,12 +193,18 @@ def read_descriptions_file(path: Path) -> dict[str, list[str]]:
 
 
 def export_vocabulary(index: Index, path: Path) -> int:
-    """Write every custom tag (with its embeddings) and the disabled built-ins to a JSON file."""
+    """Write every custom tag (with its embeddings), the disabled built-ins, the user's verdicts and the
+    calibrated thresholds to a JSON file. A verdict names its photo by image hash, which a copy of the
+    photo on another machine shares (its path is kept for people to read)."""
     tags = load(index)
     doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION,
            "tags": [{**{k: v for k, v in t.as_dict().items() if k not in {"embeddings", "pending"}},
                      "embeds": base64.b64encode(t.embeds.astype("<f4").tobytes()).decode("ascii")} for t in tags],
-           "disabled": sorted(disabled(index))}
+           "disabled": sorted(disabled(index)),
+           "feedback": [{"hash": r.hash, "tag": r.tag, "verdict": r.verdict, "source": r.source, "path": r.path,
+                         "at": r.at} for r in index.feedback_rows()],
+           "thresholds": [{"model": r.model, "tag": r.tag, "threshold": r.threshold, "official": r.official,
+                           "confirmed": r.confirmed, "rejected": r.rejected} for r in index.threshold_rows()]}
     path.write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     return len(tags)
 
@@ -279,6 +286,34 @@ def vocabulary_tags(doc: dict[str, Any], path: Path) -> list[ImportedTag]:
         raise RamcliError('"disabled" is not a list of tag names', path=path,
                           hint="give a file written by `ramcli tags export`")
     return out
+
+
+def vocabulary_feedback(doc: dict[str, Any], path: Path) -> tuple[list[FeedbackRow], list[ThresholdRow]]:
+    """The verdicts (as source "import", their time kept) and calibrated thresholds of ``doc``, checked
+    whole before anything is written (files from before verdicts existed have none)."""
+    def bad(what: str) -> RamcliError:
+        return RamcliError(what, path=path, hint="give a file written by `ramcli tags export`, unchanged")
+
+    verdicts, thresholds = doc.get("feedback", []), doc.get("thresholds", [])
+    if not isinstance(verdicts, list) or not isinstance(thresholds, list):
+        raise bad('"feedback" or "thresholds" is not a list')
+    rows = []
+    for n, e in enumerate(verdicts, 1):
+        if not (isinstance(e, dict) and all(isinstance(e.get(k), str) for k in ("hash", "tag", "verdict"))
+                and e["verdict"] in ("confirm", "reject")):
+            raise bad(f"verdict {n}: needs text hash and tag, and verdict confirm or reject")
+        rows.append(FeedbackRow(e["hash"], e["tag"], e["verdict"], "import",
+                                e.get("path") if isinstance(e.get("path"), str) else None,
+                                e.get("at") if isinstance(e.get("at"), str) else None))
+    fitted = []
+    for n, e in enumerate(thresholds, 1):
+        t = e.get("threshold") if isinstance(e, dict) else None
+        if not (isinstance(e, dict) and isinstance(e.get("model"), str) and isinstance(e.get("tag"), str)
+                and isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1):
+            raise bad(f"threshold {n}: needs text model and tag, and a threshold from 0 to 1")
+        fitted.append(ThresholdRow(e["model"], e["tag"], float(t), float(e.get("official") or 0.0),
+                                   int(e.get("confirmed") or 0), int(e.get("rejected") or 0)))
+    return rows, fitted
 
 
 def decode_embeds(raw: object) -> np.ndarray | None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ramcli.errors import RamcliError, UsageError
-from ramcli.index import Index
+from ramcli.index import FeedbackRow, Index
 from ramcli.models import store
 from ramcli.models.families import family_of
 from ramcli.vocab import custom
@@ -66,11 +66,21 @@ def define(index: Index, wanted: list[TagSpec], report: Callable[[str], None] = 
                           encoder=enc.name) for s in wanted]
 
 
-def import_vocabulary(index: Index, path: Path, report: Callable[[str], None] = lambda _m: None) -> list[CustomTag]:
+@dataclass
+class Imported:
+    """What `ramcli tags import` brought: tags to apply, and verdicts (with the images they touch)."""
+
+    tags: list[CustomTag]
+    verdicts: list[FeedbackRow]
+
+
+def import_vocabulary(index: Index, path: Path, report: Callable[[str], None] = lambda _m: None) -> Imported:
     """Tags from `ramcli tags export`: their embeddings are used as they are when they were made by the
-    installed encoder, else computed again here."""
+    installed encoder, else computed again here. Verdicts come in as source "import" and never replace
+    one this index has; calibrated thresholds replace this index's for the same model and tag."""
     doc = custom.read_vocabulary(path)
     tags = custom.vocabulary_tags(doc, path)
+    verdicts, thresholds = custom.vocabulary_feedback(doc, path)
     enc = store.find_family("clip_text", preferred="clip_vit_b16_text")
     out, todo = [], []
     for t in tags:
@@ -83,7 +93,13 @@ def import_vocabulary(index: Index, path: Path, report: Callable[[str], None] = 
         out += define(index, todo, report)
     for name in doc.get("disabled", []):
         custom.set_disabled(index, str(name), True)
-    return out
+    with index.transaction():
+        given = index.put_feedback(verdicts)
+        for r in given:
+            if r.verdict == "reject":
+                index.drop_tag_named(r.hash, r.tag)
+        index.put_thresholds(thresholds)
+    return Imported(out, given)
 
 
 def main_model(index: Index, name: str | None = None) -> store.InstalledModel:
@@ -124,8 +140,9 @@ def show(index: Index, name: str, model: store.InstalledModel | None) -> dict[st
     raise RamcliError(f"there is no tag {name!r}", hint="`ramcli tags list` shows them")
 
 
-def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
-    """A built-in tag in the shape re-scoring takes (its own index, embeddings and threshold)."""
+def builtin_as_custom(model: store.InstalledModel, name: str, index: Index | None = None) -> CustomTag:
+    """A built-in tag in the shape re-scoring takes (its own index, embeddings and threshold: the one
+    `ramcli tags calibrate` fitted, when ``index`` has one, else the model's)."""
     try:
         i = model.tag_names.index(name)
     except ValueError:
@@ -133,7 +150,16 @@ def builtin_as_custom(model: store.InstalledModel, name: str) -> CustomTag:
     per = int(model.meta["descriptions_per_tag"])
     embeds = np.asarray(model.label_embed().reshape(model.num_tags, per, -1)[i], dtype=np.float32)
     zh = model.tag_names_zh
-    return CustomTag(-i, name, zh[i] if zh else None, None, float(model.thresholds[i]), (), embeds, "", False)
+    threshold = (index.calibrated(model.name) if index is not None else {}).get(name, float(model.thresholds[i]))
+    return CustomTag(-i, name, zh[i] if zh else None, None, threshold, (), embeds, "", False)
+
+
+def tag_for(index: Index, name: str, model: store.InstalledModel) -> CustomTag | None:
+    """A custom tag or one of the model's, in the shape re-scoring takes; None for a name neither has."""
+    tag = custom.get(index, name)
+    if tag is not None:
+        return tag
+    return builtin_as_custom(model, name, index) if name in model.tag_names else None
 
 
 def orphans(index: Index) -> list[int]:
