@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
     from ramcli.runtime.engine import EngineOptions
+    from ramcli.search.dupes import DupesReport, Progress
     from ramcli.search.ranking import Hit, SearchOptions
     from ramcli.vocab.custom import CustomTag
 
@@ -159,6 +160,41 @@ class Library:
             if like is not None:
                 return searcher.like(like_embedding(searcher, Path(like)), opts)
             return searcher.search(query or "", opts)
+        finally:
+            ix.close()
+
+    def dupes(self, folders: Iterable[str | Path] = (), *, near: float | None = 0.95, model: str | None = None,
+              max_group: int = 50, progress: Progress | None = None) -> DupesReport:
+        """Exact and near duplicates among the indexed photos under ``folders`` (all when none), each group
+        with a suggested keeper and the reason. Reads the index only: no file is moved or deleted, and the
+        index is not locked, so a running `ramcli tag` or `watch` goes on.
+
+        ``near``: the cosine of CLS embeddings at or above which distinct images are near duplicates (None:
+        exact only); ``model``: whose embeddings (default: the model that tagged most photos)."""
+        from ramcli.search import clsmatrix
+        from ramcli.search.dupes import find_dupes
+
+        roots = [Path(f).expanduser().absolute() for f in folders]
+        ix = self.open_index()
+        try:
+            candidates = ix.dupe_candidates(roots)
+            models = ix.models()
+            chosen = model or (models[0][0] if models else None)
+
+            def embeddings(rowids: list[int]) -> Any:
+                import numpy as np
+
+                matrix = clsmatrix.load(ix, chosen or "")
+                wanted = np.asarray(rowids, dtype=np.int64)
+                pos = np.minimum(matrix.positions(rowids), max(len(matrix.rowids) - 1, 0))
+                if not len(matrix.rowids):
+                    return np.zeros((len(rowids), 512), np.float32)
+                # A tag run may have changed an image between the two reads (no lock is held): its row
+                # becomes zero, alike to nothing, rather than another image's embedding.
+                return np.where((matrix.rowids[pos] == wanted)[:, None], matrix.vectors[pos], 0).astype(np.float32)
+
+            kwargs = {"progress": progress} if progress is not None else {}
+            return find_dupes(candidates, embeddings, chosen, near=near, max_group=max_group, **kwargs)
         finally:
             ix.close()
 

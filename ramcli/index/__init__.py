@@ -29,8 +29,17 @@ from __future__ import annotations
 
 from ramcli.index.core import Index, open_index
 from ramcli.index.queries import PhotoFilter
-from ramcli.index.rows import EMBED_DIM, CustomTagRow, FailureRow, ImageRecord, PhotoRef, PhotoRow, WriteRow
+from ramcli.index.rows import (
+                               EMBED_DIM,
+                               CustomTagRow,
+                               DupeCandidate,
+                               FailureRow,
+                               ImageRecord,
+                               PhotoRef,
+                               PhotoRow,
+                               WriteRow,
+)
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "FailureRow", "ImageRecord", "Index",
-           "PhotoFilter", "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]
+__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "DupeCandidate", "FailureRow", "ImageRecord",
+           "Index", "PhotoFilter", "PhotoRef", "PhotoRow", "WriteRow", "migrate", "open_index", "schema_version"]

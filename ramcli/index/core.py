@@ -1,5 +1,5 @@
 """``Index``: the one object the rest of ramcli holds, composed of one method group per table
-family (photos, images, vocabulary, queries, runs, writes, failures), plus transactions, and ``open_index``."""
+family (photos, images, vocabulary, queries, runs, writes, failures, dupes), plus transactions, and ``open_index``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ramcli.errors import RamcliError
 from ramcli.index.connection import connect
+from ramcli.index.dupes import Dupes
 from ramcli.index.failures import Failures
 from ramcli.index.images import Images
 from ramcli.index.lock import take_writer_lock
@@ -28,7 +29,7 @@ _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "c
                      "disabled_tags", "writes", "failures"})
 
 
-class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures):
+class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Dupes):
     """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
     transaction per batch, so a batch lands whole or not at all."""
 
