@@ -42,6 +42,11 @@ class UsageError(RamcliError):
     exit_code = 2
 
 
+class IndexBusy(RamcliError):
+    """Another process holds the index's writer lock. A one-off command reports it; `ramcli watch` waits
+    and tries again, since the holder (an `add-tag`, a `tag` run) ends on its own."""
+
+
 class ModelNotFound(RamcliError):
     """No such model is installed or known."""
 

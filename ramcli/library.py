@@ -17,14 +17,17 @@ happens, so stopping the iteration early (or Ctrl-C) loses nothing that was done
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import threading
+
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
+    from ramcli.pipeline.prepare import Pool
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
     from ramcli.runtime.engine import EngineOptions
@@ -95,7 +98,7 @@ class Library:
 
     # ---- tagging
     def tag(self, paths: Iterable[str | Path], options: TagOptions | None = None, *,
-            caption_tags: list[str] | None = None, tagger: Any = None) -> Run:
+            caption_tags: list[str] | None = None, tagger: Any = None, pool: Pool | None = None) -> Run:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
@@ -104,7 +107,7 @@ class Library:
         ``report``), so a run that has nothing to infer never loads it.
 
         Cheap refusals come first, before any model is loaded or downloaded: no named path exists,
-        or another run holds the index."""
+        or another run holds the index. ``pool``: how photos are decoded (default: worker processes)."""
         from ramcli.pipeline.run import TagOptions, tag_run
 
         opts = options or TagOptions()
@@ -114,8 +117,8 @@ class Library:
         try:
             lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
             if ix is None:
-                return tag_run(roots, lazy, None, opts)
-            return tag_run(roots, lazy, ix, opts, close=ix.close)
+                return tag_run(roots, lazy, None, opts, pool=pool)
+            return tag_run(roots, lazy, ix, opts, close=ix.close, pool=pool)
         except BaseException:
             if ix is not None:
                 ix.close()
@@ -133,6 +136,73 @@ class Library:
             return tagger
 
         return OnDemand(self.model, open_)
+
+    def watch(self, folders: Iterable[str | Path], options: TagOptions | None = None, *, stop: threading.Event,
+              settle: float = 2.0, max_batch: int = 16, caption_tags: list[str] | None = None,
+              idle: Callable[[], None] = lambda: None) -> Iterator[tuple[str, Run]]:
+        """Keep ``folders`` tagged: one incremental pass (what changed while nobody watched), then a run per
+        small batch of settled changes, until ``stop`` is set. Yields (``"catch-up"`` or ``"batch"``, the run):
+        iterate each run to do it, as with :meth:`tag` — there is no second tagging path.
+
+        The model is loaded once (on the first photo that needs it) and kept between batches. The index's
+        writer lock is taken per run and released when the run ends, so between batches `ramcli add-tag`,
+        `tag` or `untag` can write and `search` always reads; while another writer holds the lock, the watch
+        waits for it instead of failing. Decoding runs in threads: a batch is a few photos, too few to pay
+        for starting worker processes each time."""
+        from dataclasses import replace
+
+        from ramcli.errors import IndexBusy, RamcliError
+        from ramcli.pipeline.run import TagOptions
+        from ramcli.pipeline.watch import FolderWatch
+
+        opts = options or TagOptions()
+        if opts.dry_run:
+            from ramcli.errors import UsageError
+
+            raise UsageError("watch writes as it goes: --dry-run has no meaning here",
+                             hint="use `ramcli tag --dry-run`")
+        roots = [Path(f).expanduser().absolute() for f in folders]
+        _some_exist(roots)
+        tagger = self._tagger_on_demand(opts.batch_size, caption_tags)
+        watcher = FolderWatch(roots, opts.exclude, settle=settle, max_batch=max_batch)
+        watcher.start()  # before the catch-up pass: a change made during it is queued, not lost
+
+        def run(paths: list[Path], gone: list[Path]) -> Run | None:
+            said = False
+            while not stop.is_set():
+                try:
+                    return self.tag(paths, replace(opts, forget=tuple(gone)), tagger=tagger, pool="threads")
+                except IndexBusy as busy:
+                    if not said:
+                        self.report(f"waiting: {busy.message}")
+                        said = True
+                    stop.wait(0.5)
+            return None
+
+        def own_write(path: Path) -> bool:
+            """The file is exactly as ramcli's last write left it (a rename of its temporary file)."""
+            try:
+                st = path.stat()
+                ix = self.open_index()
+            except (OSError, RamcliError):
+                return False
+            try:
+                row = ix.photo(str(path))
+            finally:
+                ix.close()
+            return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+        try:
+            first = run(roots, [])
+            if first is not None:
+                yield "catch-up", first
+            for changes in watcher.batches(stop, own_write, idle):
+                batch = run(changes.paths, changes.gone)
+                if batch is None:
+                    break
+                yield "batch", batch
+        finally:
+            watcher.stop()
 
     def untag(self, paths: Iterable[str | Path], *, write: bool = True) -> Untag:
         """Remove exactly what ramcli wrote from the files under ``paths`` and forget them in the index."""

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ramcli.errors import RamcliError
+from ramcli.errors import IndexBusy, RamcliError
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -65,7 +65,7 @@ def take_writer_lock(db_path: Path) -> BaseFileLock:
     try:
         lock.acquire()
     except Timeout:
-        raise RamcliError(f"another ramcli run ({_holder(path)}) is writing to this index", path=db_path,
+        raise IndexBusy(f"another ramcli run ({_holder(path)}) is writing to this index", path=db_path,
                           hint="wait for it to finish, or use --index for a different library") from None
     except OSError as err:
         raise RamcliError(f"cannot create the index's lock file ({err.strerror or err})", path=path,
