@@ -133,14 +133,16 @@ class FolderWatch:
         elif kind == "moved":
             dest = Path(os.fsdecode(event.dest_path))
             self._pending.pop(src, None)
-            self._gone.add(src)
+            if event.is_directory or self._wanted(src):  # not ramcli's temporary file renamed over a photo
+                self._gone.add(src)
             if event.is_directory:
                 self._walk(dest, moved=True)
             else:
                 self._touch(dest, moved=True)
         elif kind == "deleted":
             self._pending.pop(src, None)
-            self._gone.add(src)
+            if event.is_directory or self._wanted(src):
+                self._gone.add(src)
 
     # ---- settling
     def _settled(self) -> list[Path]:
