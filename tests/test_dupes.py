@@ -24,7 +24,7 @@ from PIL import Image
 from conftest import add_user_keywords, make_photo, run_cli
 from ramcli import Library
 from ramcli.index import ImageRecord, PhotoRow, open_index
-from ramcli.search.dupes import join_capped
+from ramcli.search.dupes import join_capped, lsh_pairs, similar_pairs
 
 TAG = ("tag", "-m", "tiny_ram_plus", "--threshold", "0", "--top-k", "3", "--json")
 
@@ -205,3 +205,20 @@ def test_transitive_joins_stop_at_the_cap() -> None:
     assert [sorted(g) for g, _ in join_capped(n, i, j, sims, max_group=50)] == [list(range(n))]
     capped = join_capped(n, i, j, sims, max_group=3)
     assert all(len(g) <= 3 for g, _ in capped) and sum(len(g) for g, _ in capped) >= 6
+
+
+def test_lsh_finds_what_the_exact_product_finds() -> None:
+    """Above EXACT_UP_TO images the pairs come from SimHash buckets: every pair it reports is one the exact
+    product reports (each is checked exactly), and it misses none of the planted pairs (cosine ~0.98-0.99;
+    the chance of a miss there is ~1e-5 each)."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(3000, 512)).astype(np.float32)
+    near = base[:300] + rng.normal(size=(300, 512)).astype(np.float32) * 0.005
+    v = np.vstack([base, near])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    exact = set(zip(*[a.tolist() for a in similar_pairs(v, 0.95)[:2]], strict=True))
+    i, j, sims = lsh_pairs(v, 0.95)
+    found = set(zip(i.tolist(), j.tolist(), strict=True))
+    assert {(k, 3000 + k) for k in range(300)} <= exact  # the planted pairs, and nothing by chance
+    assert len(exact) == 300 and found == exact
+    assert np.allclose(sims, np.einsum("ij,ij->i", v[i], v[j]), atol=1e-5) and (sims >= 0.95).all()
