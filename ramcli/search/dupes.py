@@ -8,14 +8,15 @@ Near duplicates compare distinct images' CLS embeddings (cosine, from the search
 
 * up to ``EXACT_UP_TO`` images, every pair, with a blocked matrix product over the upper triangle
   (``block`` rows against all later rows at a time: memory stays at ``block x N`` floats, BLAS runs at full
-  speed). It grows with N squared: measured 1.2-1.6 s at 10k images, 60 s at 106k (2 cores, AMD EPYC,
+  speed). It grows with N squared: measured 1.1 s at 10k images, 60 s at 106k (2 cores, AMD EPYC,
   OpenBLAS ~145 GFLOP/s);
 * above that, random-hyperplane LSH (SimHash) proposes the pairs: ``bits`` signs per table, as many tables
   as it takes for a pair *exactly at* the threshold to share a bucket in at least one table with
   probability 1 - ``MISS`` (the chance two vectors at angle a agree on one sign is 1 - a/pi, whatever the
   data's distribution). Every proposed pair is then checked exactly, so nothing below the threshold is
   ever reported; more alike pairs are missed far less often (cosine 0.975 at 0.95: about 1 in 10^5).
-  Measured 4 s at 106k images. A bucket too large (skewed data) falls back to the blocked product inside it.
+  Measured 7 s for a whole cold `ramcli dupes` at 106k images. A bucket too large (skewed data) falls
+  back to the blocked product inside it.
 
 A vector index was measured too and lost by far: usearch (HNSW, f16) took 130 s to build and query 100k
 random 512-d vectors here. tests/benchmarks/dupes.py has the numbers.

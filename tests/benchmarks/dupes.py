@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -66,14 +67,19 @@ def build_index(path: Path, files: Path, n: int, rng: np.random.Generator) -> tu
     return near, exact
 
 
-def timed(index: Path, env: dict[str, str]) -> tuple[float, list[dict]]:
+def timed(index: Path, env: dict[str, str]) -> tuple[float, float, list[dict]]:
+    """(wall seconds, CPU seconds, groups) of one cold process. CPU time too: on a shared machine the wall
+    time says as much about the neighbours as about ramcli."""
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "ramcli", "dupes", "--index", str(index), "--json"],
                          capture_output=True, text=True, env=env, cwd=REPO, check=False)
     took = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(res.stderr)
-    return took, [json.loads(line) for line in res.stdout.splitlines()]
+    used = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
+    return took, used, [json.loads(line) for line in res.stdout.splitlines()]
 
 
 def main() -> None:
@@ -89,13 +95,16 @@ def main() -> None:
         try:
             index = work / "index.db"
             near, exact = build_index(index, work / "photos", n, np.random.default_rng(n))
-            cold, groups = timed(index, env)  # builds the CLS matrix cache beside the index
-            warm = [timed(index, env)[0] for _ in range(args.runs)]
+            cold, cold_cpu, groups = timed(index, env)  # builds the CLS matrix cache beside the index
+            warm = [timed(index, env)[:2] for _ in range(args.runs)]
             kinds = [g["kind"] for g in groups]
             found_near = sum(k == "near" and len(g["paths"]) == 4 for k, g in zip(kinds, groups, strict=True))
             found_exact = sum(k == "exact" and len(g["paths"]) == 2 for k, g in zip(kinds, groups, strict=True))
             print(json.dumps({"photos": n + 3 * near + exact, "images": n + 3 * near,
-                              "cold_s": round(cold, 2), "warm_median_s": round(statistics.median(warm), 2),
+                              "cold_s": round(cold, 2), "cold_cpu_s": round(cold_cpu, 2),
+                              "warm_median_s": round(statistics.median(w for w, _ in warm), 2),
+                              "warm_median_cpu_s": round(statistics.median(c for _, c in warm), 2),
+                              "load_avg_1min": os.getloadavg()[0],
                               "planted_near": near, "found_near": found_near, "planted_exact": exact,
                               "found_exact": found_exact, "groups": len(groups), "cpus": os.cpu_count()}),
                   flush=True)
