@@ -43,8 +43,8 @@ class UsageError(RamcliError):
 
 
 class IndexBusy(RamcliError):
-    """Another process holds the index's writer lock. A one-off command reports it; `ramcli watch` waits
-    and tries again, since the holder (an `add-tag`, a `tag` run) ends on its own."""
+    """Another process holds the index's writer lock: a one-off command reports it at once. (`ramcli watch`
+    never sees it: it locks per write and waits, since the holder ends on its own.)"""
 
 
 class ModelNotFound(RamcliError):

@@ -87,18 +87,20 @@ class Library:
 
         return open_tagger(self.model, self.engine or EngineOptions(), self.index_path, caption_tags, batch_size)
 
-    def open_index(self, *, writer: bool = False, must_exist: bool = True) -> Index:
-        """The index; ``must_exist``: a library with no index yet is one clear error, not an empty one."""
+    def open_index(self, *, writer: bool = False, must_exist: bool = True, lock_per_write: bool = False) -> Index:
+        """The index; ``must_exist``: a library with no index yet is one clear error, not an empty one;
+        ``lock_per_write``: a writer that locks only around each step of writing (`watch`)."""
         from ramcli.errors import RamcliError
         from ramcli.index import open_index
 
         if must_exist and not self.index_path.is_file():
             raise RamcliError("there is no index yet", path=self.index_path, hint="run `ramcli tag ~/Photos` first")
-        return open_index(self.index_path, writer=writer)
+        return open_index(self.index_path, writer=writer, lock_per_write=lock_per_write)
 
     # ---- tagging
     def tag(self, paths: Iterable[str | Path], options: TagOptions | None = None, *,
-            caption_tags: list[str] | None = None, tagger: Any = None, pool: Pool | None = None) -> Run:
+            caption_tags: list[str] | None = None, tagger: Any = None, pool: Pool | None = None,
+            lock_per_write: bool = False) -> Run:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
@@ -107,13 +109,15 @@ class Library:
         ``report``), so a run that has nothing to infer never loads it.
 
         Cheap refusals come first, before any model is loaded or downloaded: no named path exists,
-        or another run holds the index. ``pool``: how photos are decoded (default: worker processes)."""
+        or another run holds the index. ``pool``: how photos are decoded (default: worker processes).
+        ``lock_per_write``: take the index's writer lock only while each batch is written, waiting for
+        another writer rather than refusing (`watch`); by default the run holds it from the start."""
         from ramcli.pipeline.run import TagOptions, tag_run
 
         opts = options or TagOptions()
         roots = [Path(p).expanduser() for p in paths]
         _some_exist(roots)
-        ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False)
+        ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False, lock_per_write=lock_per_write)
         try:
             lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
             if ix is None:
@@ -145,13 +149,14 @@ class Library:
         iterate each run to do it, as with :meth:`tag` — there is no second tagging path.
 
         The model is loaded once (on the first photo that needs it) and kept between batches. The index's
-        writer lock is taken per run and released when the run ends, so between batches `ramcli add-tag`,
-        `tag` or `untag` can write and `search` always reads; while another writer holds the lock, the watch
-        waits for it instead of failing. Decoding runs in threads: a batch is a few photos, too few to pay
-        for starting worker processes each time."""
+        writer lock is taken only while a step of a run writes (an inference batch's files and rows, the
+        prune; ``Index.hold``), not while it waits, decodes or infers, so `ramcli add-tag`, `tag` or `untag`
+        can write meanwhile and `search` always reads; while another writer holds the lock, the step waits
+        for it instead of failing. Decoding runs in threads: a batch is a few photos, too few to pay for
+        starting worker processes each time."""
         from dataclasses import replace
 
-        from ramcli.errors import IndexBusy, RamcliError
+        from ramcli.errors import RamcliError
         from ramcli.pipeline.run import TagOptions
         from ramcli.pipeline.watch import FolderWatch
 
@@ -167,17 +172,9 @@ class Library:
         watcher = FolderWatch(roots, opts.exclude, settle=settle, max_batch=max_batch)
         watcher.start()  # before the catch-up pass: a change made during it is queued, not lost
 
-        def run(paths: list[Path], gone: list[Path]) -> Run | None:
-            said = False
-            while not stop.is_set():
-                try:
-                    return self.tag(paths, replace(opts, forget=tuple(gone)), tagger=tagger, pool="threads")
-                except IndexBusy as busy:
-                    if not said:
-                        self.report(f"waiting: {busy.message}")
-                        said = True
-                    stop.wait(0.5)
-            return None
+        def run(paths: list[Path], gone: list[Path]) -> Run:
+            return self.tag(paths, replace(opts, forget=tuple(gone)), tagger=tagger, pool="threads",
+                            lock_per_write=True)
 
         def own_write(path: Path) -> bool:
             """The file is exactly as ramcli's last write left it (a rename of its temporary file)."""
@@ -193,14 +190,9 @@ class Library:
             return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
 
         try:
-            first = run(roots, [])
-            if first is not None:
-                yield "catch-up", first
+            yield "catch-up", run(roots, [])
             for changes in watcher.batches(stop, own_write, idle):
-                batch = run(changes.paths, changes.gone)
-                if batch is None:
-                    break
-                yield "batch", batch
+                yield "batch", run(changes.paths, changes.gone)
         finally:
             watcher.stop()
 
