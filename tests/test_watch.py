@@ -187,3 +187,39 @@ def test_watch_follows_a_living_folder(tiny_model, tmp_path: Path) -> None:
     finally:
         if w2.proc.poll() is None:
             w2.stop()
+
+
+def test_a_lock_per_write_is_held_only_while_writing(tmp_path: Path) -> None:
+    """The index `watch` opens takes the writer lock only inside ``hold()``: another writer gets in between
+    (and is refused during it), and a step that finds the lock taken waits for it instead of failing."""
+    import threading
+
+    from ramcli.errors import IndexBusy
+    from ramcli.index import open_index
+
+    path = tmp_path / "index.db"
+    watcher = open_index(path, writer=True, lock_per_write=True)
+    other = open_index(path, writer=True)  # not locked out by an idle watcher
+    other.close()
+    with watcher.hold():
+        with pytest.raises(IndexBusy):
+            open_index(path, writer=True)
+        with watcher.hold():  # nested steps share the outer lock
+            pass
+        with pytest.raises(IndexBusy):
+            open_index(path, writer=True)
+    blocker = open_index(path, writer=True)
+    entered = threading.Event()
+
+    def step() -> None:
+        with watcher.hold():
+            entered.set()
+
+    waiter = threading.Thread(target=step)
+    waiter.start()
+    assert not entered.wait(1.0)  # it must not get in while the other writer holds the lock
+    blocker.close()
+    assert entered.wait(DEADLINE)  # and gets in once it is released
+    waiter.join()
+    watcher.close()
+    open_index(path, writer=True).close()  # released after the step
