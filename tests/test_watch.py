@@ -77,6 +77,8 @@ def row(index: Path, path: Path) -> tuple | None:
     db = sqlite3.connect(index, timeout=30)
     try:
         return db.execute("select hash, size, mtime_ns from photos where path = ?", [str(path)]).fetchone()
+    except sqlite3.OperationalError:  # the file exists but the watcher has not created the tables yet
+        return None
     finally:
         db.close()
 
