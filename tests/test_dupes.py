@@ -161,6 +161,15 @@ def near_library(tmp_path: Path) -> dict:
         # an exact copy of a burst frame at another path: the exact group, not a second near member
         burst0_hash = ix.photo(planted["burst"][0]).hash
         exact_copy = _put(ix, root, "backup/0.jpg", scene, (4000, 3000), None, [], hash_=burst0_hash)
+        # and one tagged by another model, stored larger: the exact keeper, but not in model m's space
+        ix.put_image(ImageRecord(burst0_hash, "other", 8000, 6000, None, _unit(rng.normal(size=512)), None, []))
+        (root / "big" / "0.jpg").parent.mkdir(parents=True)
+        (root / "big" / "0.jpg").write_bytes(b"x")
+        st = (root / "big" / "0.jpg").stat()
+        ix.put_photo(PhotoRow(str(root / "big" / "0.jpg"), burst0_hash, st.st_size, st.st_mtime_ns, [], "embed",
+                              "other"))
+        for k in range(3):  # model m stays the one that tagged most photos
+            _put(ix, root, f"other/extra{k}.jpg", _unit(rng.normal(size=512)), (4000, 3000), None, ["x"])
         # 300 unrelated photos (random directions: cosine ~0 +- 0.05)
         for k in range(300):
             _put(ix, root, f"other/{k:03d}.jpg", _unit(rng.normal(size=512)), (4000, 3000), None, ["x"])
@@ -175,13 +184,15 @@ def test_near_groups_found_with_the_right_keeper(near_library: dict) -> None:
     exact = [g for g in report.groups if g.kind == "exact"]
     precision, recall = precision_recall([g.paths for g in near], list(lib["planted"].values()))
     assert (precision, recall) == (1.0, 1.0), [g.paths for g in near]
-    assert [sorted(g.paths) for g in exact] == [sorted([lib["planted"]["burst"][0], lib["exact_copy"]])]
+    assert [sorted(g.paths) for g in exact] == [sorted([lib["planted"]["burst"][0], lib["exact_copy"],
+                                                        str(lib["root"] / "big" / "0.jpg")])]
+    assert exact[0].keeper == str(lib["root"] / "big" / "0.jpg") and exact[0].reason.startswith("largest")
     keepers = {g.keeper: g.reason for g in near}
     burst, copies = lib["planted"]["burst"], lib["planted"]["copies"]
     assert keepers[burst[3]] == "earliest date (2021-06-05T14:03:00)"  # same resolution: the first frame
     assert keepers[copies[0]] == "has keywords"  # the resized copy is smaller; the re-encode has no keywords
     assert all(0.95 <= (g.similarity or 0) < 1 for g in near)
-    assert report.compared == 307 and report.model == "m"  # one row per image: the exact copy is not compared
+    assert report.compared == 310 and report.model == "m"  # one row per image: the exact copy is not compared
 
 
 def test_threshold_and_folders_limit_the_groups(near_library: dict) -> None:

@@ -210,7 +210,7 @@ def near_groups(candidates: Sequence[DupeCandidate], vectors: np.ndarray, thresh
     """Groups of distinct images whose CLS embeddings are at least ``threshold`` alike (cosine).
 
     ``vectors[k]``: the L2-normalised embedding of ``candidates[k]``, which must be distinct images. Exact
-    copies of an image are the exact groups' business: pass one photo per image (the exact keeper)."""
+    copies of an image are the exact groups' business: pass one photo per image (the best of its copies)."""
     if len(candidates) <= EXACT_UP_TO:
         i, j, sims = similar_pairs(vectors, threshold, block=block, progress=progress)
     else:
@@ -246,16 +246,18 @@ def find_dupes(candidates: Sequence[DupeCandidate], embeddings: Callable[[list[i
     groups = list(exact)
     compared = 0
     if near is not None and embeddings is not None and model is not None:
-        keeper_of = {g.hash: g.members[0] for g in exact}
+        # an image's copies are represented by the best of them that has this model's embedding
+        stand_in = {g.hash: next(m for m in g.members if m.model == model and m.cls_rowid is not None)
+                    for g in exact if any(m.model == model and m.cls_rowid is not None for m in g.members)}
         seen: set[str] = set()
         images: list[DupeCandidate] = []
         for c in candidates:
             if c.model != model or c.cls_rowid is None or c.hash in seen or c.path in gone:
                 continue
             seen.add(c.hash)
-            images.append(keeper_of.get(c.hash, c))
+            images.append(stand_in.get(c.hash, c))
         compared = len(images)
-        found = near_groups(images, embeddings([int(c.cls_rowid) for c in images if c.cls_rowid is not None]),
+        found = near_groups(images, embeddings([int(c.cls_rowid or 0) for c in images]),
                             near, max_group=max_group, block=block, progress=progress)
         for g in found:
             missing = {p for p in g.paths if not os.path.lexists(p)}
