@@ -15,7 +15,7 @@ Near duplicates compare distinct images' CLS embeddings (cosine, from the search
   probability 1 - ``MISS`` (the chance two vectors at angle a agree on one sign is 1 - a/pi, whatever the
   data's distribution). Every proposed pair is then checked exactly, so nothing below the threshold is
   ever reported; more alike pairs are missed far less often (cosine 0.975 at 0.95: about 1 in 10^5).
-  Measured 7 s for a whole cold `ramcli dupes` at 106k images. A bucket too large (skewed data) falls
+  Measured 7.4 s for a whole cold `ramcli dupes` at 106k images. A bucket too large (skewed data) falls
   back to the blocked product inside it.
 
 A vector index was measured too and lost by far: usearch (HNSW, f16) took 130 s to build and query 100k
