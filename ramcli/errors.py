@@ -42,6 +42,11 @@ class UsageError(RamcliError):
     exit_code = 2
 
 
+class IndexBusy(RamcliError):
+    """Another process holds the index's writer lock: a one-off command reports it at once. (`ramcli watch`
+    never sees it: it locks per write and waits, since the holder ends on its own.)"""
+
+
 class ModelNotFound(RamcliError):
     """No such model is installed or known."""
 

@@ -17,19 +17,23 @@ happens, so stopping the iteration early (or Ctrl-C) loses nothing that was done
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import threading
+
     from ramcli.evaluate.run import EvalOptions
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
     from ramcli.pipeline.calibrate import Calibration
+    from ramcli.pipeline.prepare import Pool
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
     from ramcli.runtime.engine import EngineOptions
+    from ramcli.search.dupes import DupesReport, Progress
     from ramcli.search.ranking import Hit, SearchOptions
     from ramcli.vocab.custom import CustomTag
 
@@ -85,18 +89,20 @@ class Library:
 
         return open_tagger(self.model, self.engine or EngineOptions(), self.index_path, caption_tags, batch_size)
 
-    def open_index(self, *, writer: bool = False, must_exist: bool = True) -> Index:
-        """The index; ``must_exist``: a library with no index yet is one clear error, not an empty one."""
+    def open_index(self, *, writer: bool = False, must_exist: bool = True, lock_per_write: bool = False) -> Index:
+        """The index; ``must_exist``: a library with no index yet is one clear error, not an empty one;
+        ``lock_per_write``: a writer that locks only around each step of writing (`watch`)."""
         from ramcli.errors import RamcliError
         from ramcli.index import open_index
 
         if must_exist and not self.index_path.is_file():
             raise RamcliError("there is no index yet", path=self.index_path, hint="run `ramcli tag ~/Photos` first")
-        return open_index(self.index_path, writer=writer)
+        return open_index(self.index_path, writer=writer, lock_per_write=lock_per_write)
 
     # ---- tagging
     def tag(self, paths: Iterable[str | Path], options: TagOptions | None = None, *,
-            caption_tags: list[str] | None = None, tagger: Any = None) -> Run:
+            caption_tags: list[str] | None = None, tagger: Any = None, pool: Pool | None = None,
+            lock_per_write: bool = False) -> Run:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
@@ -105,18 +111,20 @@ class Library:
         ``report``), so a run that has nothing to infer never loads it.
 
         Cheap refusals come first, before any model is loaded or downloaded: no named path exists,
-        or another run holds the index."""
+        or another run holds the index. ``pool``: how photos are decoded (default: worker processes).
+        ``lock_per_write``: take the index's writer lock only while each batch is written, waiting for
+        another writer rather than refusing (`watch`); by default the run holds it from the start."""
         from ramcli.pipeline.run import TagOptions, tag_run
 
         opts = options or TagOptions()
         roots = [Path(p).expanduser() for p in paths]
         _some_exist(roots)
-        ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False)
+        ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False, lock_per_write=lock_per_write)
         try:
             lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
             if ix is None:
-                return tag_run(roots, lazy, None, opts)
-            return tag_run(roots, lazy, ix, opts, close=ix.close)
+                return tag_run(roots, lazy, None, opts, pool=pool)
+            return tag_run(roots, lazy, ix, opts, close=ix.close, pool=pool)
         except BaseException:
             if ix is not None:
                 ix.close()
@@ -134,6 +142,61 @@ class Library:
             return tagger
 
         return OnDemand(self.model, open_)
+
+    def watch(self, folders: Iterable[str | Path], options: TagOptions | None = None, *, stop: threading.Event,
+              settle: float = 2.0, max_batch: int = 16, caption_tags: list[str] | None = None,
+              idle: Callable[[], None] = lambda: None) -> Iterator[tuple[str, Run]]:
+        """Keep ``folders`` tagged: one incremental pass (what changed while nobody watched), then a run per
+        small batch of settled changes, until ``stop`` is set. Yields (``"catch-up"`` or ``"batch"``, the run):
+        iterate each run to do it, as with :meth:`tag` — there is no second tagging path.
+
+        The model is loaded once (on the first photo that needs it) and kept between batches. The index's
+        writer lock is taken only while a step of a run writes (an inference batch's files and rows, the
+        prune; ``Index.hold``), not while it waits, decodes or infers, so `ramcli add-tag`, `tag` or `untag`
+        can write meanwhile and `search` always reads; while another writer holds the lock, the step waits
+        for it instead of failing. Decoding runs in threads: a batch is a few photos, too few to pay for
+        starting worker processes each time."""
+        from dataclasses import replace
+
+        from ramcli.errors import RamcliError
+        from ramcli.pipeline.run import TagOptions
+        from ramcli.pipeline.watch import FolderWatch
+
+        opts = options or TagOptions()
+        if opts.dry_run:
+            from ramcli.errors import UsageError
+
+            raise UsageError("watch writes as it goes: --dry-run has no meaning here",
+                             hint="use `ramcli tag --dry-run`")
+        roots = [Path(f).expanduser().absolute() for f in folders]
+        _some_exist(roots)
+        tagger = self._tagger_on_demand(opts.batch_size, caption_tags)
+        watcher = FolderWatch(roots, opts.exclude, settle=settle, max_batch=max_batch)
+        watcher.start()  # before the catch-up pass: a change made during it is queued, not lost
+
+        def run(paths: list[Path], gone: list[Path]) -> Run:
+            return self.tag(paths, replace(opts, forget=tuple(gone)), tagger=tagger, pool="threads",
+                            lock_per_write=True)
+
+        def own_write(path: Path) -> bool:
+            """The file is exactly as ramcli's last write left it (a rename of its temporary file)."""
+            try:
+                st = path.stat()
+                ix = self.open_index()
+            except (OSError, RamcliError):
+                return False
+            try:
+                row = ix.photo(str(path))
+            finally:
+                ix.close()
+            return row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+        try:
+            yield "catch-up", run(roots, [])
+            for changes in watcher.batches(stop, own_write, idle):
+                yield "batch", run(changes.paths, changes.gone)
+        finally:
+            watcher.stop()
 
     def untag(self, paths: Iterable[str | Path], *, write: bool = True) -> Untag:
         """Remove exactly what ramcli wrote from the files under ``paths`` and forget them in the index."""
@@ -161,6 +224,41 @@ class Library:
             if like is not None:
                 return searcher.like(like_embedding(searcher, Path(like)), opts)
             return searcher.search(query or "", opts)
+        finally:
+            ix.close()
+
+    def dupes(self, folders: Iterable[str | Path] = (), *, near: float | None = 0.95, model: str | None = None,
+              max_group: int = 50, progress: Progress | None = None) -> DupesReport:
+        """Exact and near duplicates among the indexed photos under ``folders`` (all when none), each group
+        with a suggested keeper and the reason. Reads the index only: no file is moved or deleted, and the
+        index is not locked, so a running `ramcli tag` or `watch` goes on.
+
+        ``near``: the cosine of CLS embeddings at or above which distinct images are near duplicates (None:
+        exact only); ``model``: whose embeddings (default: the model that tagged most photos)."""
+        from ramcli.search import clsmatrix
+        from ramcli.search.dupes import find_dupes
+
+        roots = [Path(f).expanduser().absolute() for f in folders]
+        ix = self.open_index()
+        try:
+            candidates = ix.dupe_candidates(roots)
+            models = ix.models()
+            chosen = model or (models[0][0] if models else None)
+
+            def embeddings(rowids: list[int]) -> Any:
+                import numpy as np
+
+                matrix = clsmatrix.load(ix, chosen or "")
+                wanted = np.asarray(rowids, dtype=np.int64)
+                pos = np.minimum(matrix.positions(rowids), max(len(matrix.rowids) - 1, 0))
+                if not len(matrix.rowids):
+                    return np.zeros((len(rowids), 512), np.float32)
+                # A tag run may have changed an image between the two reads (no lock is held): its row
+                # becomes zero, alike to nothing, rather than another image's embedding.
+                return np.where((matrix.rowids[pos] == wanted)[:, None], matrix.vectors[pos], 0).astype(np.float32)
+
+            kwargs = {"progress": progress} if progress is not None else {}
+            return find_dupes(candidates, embeddings, chosen, near=near, max_group=max_group, **kwargs)
         finally:
             ix.close()
 

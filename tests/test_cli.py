@@ -11,8 +11,9 @@ import pytest
 
 from conftest import TINY_TAGS, make_photo, run_cli
 
-COMMANDS = [["tag"], ["untag"], ["doctor"], ["search"], ["bench"], ["add-tag"], ["models"], ["models", "list"],
-            ["models", "pull"], ["models", "import"], ["models", "verify"], ["models", "quantize"], ["models", "rm"],
+COMMANDS = [["tag"], ["untag"], ["doctor"], ["search"], ["dupes"], ["watch"], ["bench"], ["add-tag"], ["models"],
+            ["models", "list"], ["models", "pull"], ["models", "import"], ["models", "verify"], ["models", "quantize"],
+            ["models", "rm"],
             ["tags"], *(["tags", c] for c in ("list", "show", "set", "remove", "disable", "enable", "export",
                                               "import", "apply"))]
 
@@ -29,7 +30,7 @@ def test_top_level_help_and_typos_see_every_command() -> None:
     did-you-mean suggestions must still see them all."""
     listing = run_cli("--help")
     assert listing.returncode == 0
-    for name in ("tag", "untag", "search", "add-tag", "tags", "models", "bench", "doctor"):
+    for name in ("tag", "untag", "search", "dupes", "watch", "add-tag", "tags", "models", "bench", "doctor"):
         assert f" {name} " in listing.stdout
     typo = run_cli("serch", "dog")
     assert typo.returncode == 2 and "search" in typo.stderr

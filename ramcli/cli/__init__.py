@@ -6,9 +6,9 @@ code: 1 when some file failed or a command could not do its job, 2 for bad usage
 
 Modules: :mod:`.app` (the Typer app, root options, settings as defaults), :mod:`.options`
 (options shared by commands), :mod:`.render` (consoles, progress, the event renderer), and one
-module per command group: :mod:`.tag`, :mod:`.search`, :mod:`.tags`, :mod:`.models`,
-:mod:`.bench`, :mod:`.evaluate`, :mod:`.doctor`, :mod:`.config`. Importing one registers its commands; `main`
-imports only the one the arguments name, :func:`load_commands` (no argument) all of them, for
+module per command group: :mod:`.tag`, :mod:`.search`, :mod:`.tags`, :mod:`.models`, :mod:`.dupes`,
+:mod:`.watch`, :mod:`.bench`, :mod:`.evaluate`, :mod:`.doctor`, :mod:`.config`. Importing one registers
+its commands; `main` imports only the one the arguments name, :func:`load_commands` (no argument) all of them, for
 code that wants the whole Typer app (``load_commands()`` returns it).
 """
 
@@ -27,8 +27,9 @@ from ramcli.cli.app import app
 __all__ = ["app", "main"]
 
 #: The module of each command or group, in the order of `ramcli --help`.
-COMMAND_MODULES = {"tag": "tag", "untag": "tag", "search": "search", "add-tag": "tags", "bench": "bench",
-                   "eval": "evaluate", "doctor": "doctor", "models": "models", "tags": "tags", "config": "config"}
+COMMAND_MODULES = {"tag": "tag", "untag": "tag", "search": "search", "dupes": "dupes", "watch": "watch",
+                   "add-tag": "tags", "bench": "bench", "eval": "evaluate", "doctor": "doctor", "models": "models",
+                   "tags": "tags", "config": "config"}
 
 
 def load_commands(first: list[str] | None = None) -> typer.Typer:

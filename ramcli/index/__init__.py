@@ -34,6 +34,7 @@ from ramcli.index.queries import PhotoFilter
 from ramcli.index.rows import (
            EMBED_DIM,
            CustomTagRow,
+           DupeCandidate,
            FailureRow,
            FeedbackRow,
            ImageRecord,
@@ -44,6 +45,6 @@ from ramcli.index.rows import (
 )
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "FailureRow", "FeedbackRow", "ImageRecord",
-           "Index",
-           "PhotoFilter", "PhotoRef", "PhotoRow", "ThresholdRow", "WriteRow", "migrate", "open_index", "schema_version"]
+__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "DupeCandidate", "FailureRow", "FeedbackRow",
+           "ImageRecord", "Index", "PhotoFilter", "PhotoRef", "PhotoRow", "ThresholdRow", "WriteRow", "migrate",
+           "open_index", "schema_version"]

@@ -1,5 +1,5 @@
 """``Index``: the one object the rest of ramcli holds, composed of one method group per table
-family (photos, images, vocabulary, queries, runs, writes, failures, feedback), plus transactions, and
+family (photos, images, vocabulary, queries, runs, writes, failures, feedback, dupes), plus transactions, and
 ``open_index``."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ramcli.errors import RamcliError
 from ramcli.index.connection import connect
+from ramcli.index.dupes import Dupes
 from ramcli.index.failures import Failures
 from ramcli.index.feedback import Feedback
 from ramcli.index.images import Images
@@ -30,14 +31,43 @@ _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "c
                      "disabled_tags", "writes", "failures", "feedback", "thresholds"})
 
 
-class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedback):
+class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedback, Dupes):
     """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
     transaction per batch, so a batch lands whole or not at all."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock: BaseFileLock | None) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: BaseFileLock | None, *,
+                 lock_per_write: bool = False) -> None:
         self.path = path
         self.conn = conn
         self._lock = lock
+        self._per_write = lock_per_write
+        self._held = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """The writer lock for one step of writing (a batch's files and rows), when the index was opened
+        with ``lock_per_write``; otherwise the lock taken at open already covers it and this does nothing.
+
+        Why: `ramcli watch` runs for days. Holding the lock for its whole life would lock out `add-tag`,
+        `tag` and `untag`; holding it per step lets them write between its batches. A step waits while
+        another writer holds the lock (that one ends on its own) instead of failing. Nested holds share
+        the outer one."""
+        if not self._per_write or self._held:
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+            return
+        self._lock = take_writer_lock(self.path, wait=True)
+        self._held = 1
+        try:
+            yield
+        finally:
+            self._held = 0
+            lock, self._lock = self._lock, None
+            if lock is not None:
+                lock.release()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -74,9 +104,10 @@ class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedbac
             self._lock = None
 
 
-def open_index(path: Path, *, writer: bool = False) -> Index:
+def open_index(path: Path, *, writer: bool = False, lock_per_write: bool = False) -> Index:
     """Open (creating and migrating when needed) the index at ``path``. ``writer``: take the
-    one-writer lock first (a second writer is told at once who holds it)."""
+    one-writer lock first (a second writer is told at once who holds it). ``lock_per_write``: a writer
+    that takes the lock only around each step of writing (:meth:`Index.hold`), not at open."""
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # mkdir would only say "File exists" or "Not a directory"
         raise RamcliError("cannot create the index's folder: this file is in the way", path=blocker,
@@ -89,7 +120,7 @@ def open_index(path: Path, *, writer: bool = False) -> Index:
     except OSError as err:
         raise RamcliError(f"cannot create the index's folder ({err.strerror or err})", path=path.parent,
                           hint="use --index for a library elsewhere") from None
-    lock = take_writer_lock(path) if writer else None
+    lock = take_writer_lock(path) if writer and not lock_per_write else None
     try:
         conn = connect(path)
         try:
@@ -106,4 +137,4 @@ def open_index(path: Path, *, writer: bool = False) -> Index:
         if lock is not None:
             lock.release()
         raise
-    return Index(path, conn, lock)
+    return Index(path, conn, lock, lock_per_write=lock_per_write)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ramcli.errors import RamcliError
+from ramcli.errors import IndexBusy, RamcliError
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
@@ -53,19 +53,20 @@ def _make(path: Path) -> None:
     os.close(fd)
 
 
-def take_writer_lock(db_path: Path) -> BaseFileLock:
+def take_writer_lock(db_path: Path, *, wait: bool = False) -> BaseFileLock:
     """The held lock for ``db_path``; release it with ``.release()``. Raises a one-line
-    ``RamcliError`` when another run holds it or when the lock file cannot be made."""
+    ``RamcliError`` when another run holds it (``IndexBusy``; with ``wait``, waits for it instead) or
+    when the lock file cannot be made."""
     from filelock import FileLock, Timeout  # 0.1 s: only writers pay it
 
     path = lock_path(db_path)
     _make(path)
     # thread_local=False: the lock belongs to the Index, whichever thread closes it
-    lock = FileLock(path, timeout=0, thread_local=False)
+    lock = FileLock(path, timeout=-1 if wait else 0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
-        raise RamcliError(f"another ramcli run ({_holder(path)}) is writing to this index", path=db_path,
+        raise IndexBusy(f"another ramcli run ({_holder(path)}) is writing to this index", path=db_path,
                           hint="wait for it to finish, or use --index for a different library") from None
     except OSError as err:
         raise RamcliError(f"cannot create the index's lock file ({err.strerror or err})", path=path,

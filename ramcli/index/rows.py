@@ -98,6 +98,22 @@ class ThresholdRow:
     rejected: int
 
 
+@dataclass(frozen=True)
+class DupeCandidate:
+    """One indexed photo as `ramcli dupes` weighs it: its image, and what a keeper is chosen by."""
+
+    path: str
+    hash: str  # the image-data hash: equal hashes are exact duplicates, whatever the metadata
+    model: str
+    size: int
+    mtime_ns: int  # as recorded after ramcli's write (which keeps the file's time unless --touch)
+    has_keywords: bool  # ramcli wrote keywords into it (or its sidecar)
+    cls_rowid: int | None  # images.rowid of its CLS embedding; None: no embedding (Tag2Text, never tagged)
+    width: int
+    height: int
+    taken_at: str | None  # the EXIF capture date, ISO
+
+
 # (path, hash, taken_at) of one photo, as search reports it
 PhotoRef = tuple[str, str, str | None]
 

@@ -46,6 +46,9 @@ class TagOptions:
     lang: str = "en"  # keywords: en | zh | both (RAM/RAM++ have Chinese names)
     overwrite_description: bool = False  # Tag2Text: replace a description the user wrote
     retry_errors: bool = False  # read again files that failed before and have not changed since
+    # more places whose vanished photos are forgotten (with ``prune``): `ramcli watch` names the files and
+    # folders it saw deleted, since the paths it tags are only those that changed
+    forget: tuple[Path, ...] = ()
 
 
 class Run:
@@ -132,7 +135,8 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
     # A named folder that is not there (an unmounted drive) says nothing about the photos indexed under it:
     # only folders that exist are pruned.
     sink = WriteSink(index, lazy, sync, lang=opts.lang, store_tokens=opts.store_tokens,
-                     prune_under=[r for r in roots if r.exists()] if opts.prune else None, roots=roots, clock=clock)
+                     prune_under=[r for r in roots if r.exists()] + [Path(p).absolute() for p in opts.forget]
+                     if opts.prune else None, roots=roots, clock=clock)
     prepare = Prepare(pre, known=known_hashes(index, model), pool=pool or "processes", workers=opts.workers,
                       ahead=ahead, clock=clock)
     return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model, retry_errors=opts.retry_errors),

@@ -136,20 +136,30 @@ class WriteSink:
                 verdicts = self.index.verdicts_for([digest]).get(digest, {})
             learn(self.index, digest, str(path), done, self.tag_names, verdicts)
 
+    # Each step that writes runs inside ``index.hold()``: the writer lock, for an index opened with a lock
+    # per write (`ramcli watch`); a no-op for `ramcli tag`, which holds it from the start. Events are
+    # yielded after the step, so the lock is never held while the caller renders them.
     def begin(self, found: Sourced) -> None:
-        if self.sync.journal is not None:
-            self.sync.journal.recover()  # intents a killed run left
-        self._seen = found.seen
-        self._run_id = self.index.start_run(self.model, self.roots)
+        with self.index.hold():
+            if self.sync.journal is not None:
+                self.sync.journal.recover()  # intents a killed run left
+            self._seen = found.seen
+            self._run_id = self.index.start_run(self.model, self.roots)
 
     def end(self, counts: dict[str, int]) -> None:
         if self._run_id is not None:
-            self.index.finish_run(self._run_id, counts)
+            with self.index.hold():
+                self.index.finish_run(self._run_id, counts)
 
     def early(self, event: Event) -> Event:
         return event
 
     def consume(self, group: list[Item]) -> Iterator[Event]:
+        with self.index.hold():
+            events = list(self._consume(group))
+        yield from events
+
+    def _consume(self, group: list[Item]) -> Iterator[Event]:
         first = group[0]
         if isinstance(first, ImageError):
             self._remember(first)
@@ -253,13 +263,15 @@ class WriteSink:
         (``--prune``)."""
         if self.prune_under is None:
             return
-        gone = [row.path for row in self.index.photos_under(self.prune_under) if not Path(row.path).exists()]
-        failed = [row.path for row in self.index.failures_under(self.prune_under) if not Path(row.path).exists()]
-        with self.index.transaction():
-            for path in gone:
-                self.index.delete_photo(path)
-            for path in failed:
-                self.index.forget_failure(path)
-            self.index.prune_images()
+        with self.index.hold():
+            gone = [row.path for row in self.index.photos_under(self.prune_under) if not Path(row.path).exists()]
+            failed = [row.path for row in self.index.failures_under(self.prune_under)
+                      if not Path(row.path).exists()]
+            with self.index.transaction():
+                for path in gone:
+                    self.index.delete_photo(path)
+                for path in failed:
+                    self.index.forget_failure(path)
+                self.index.prune_images()
         for path in gone:
             yield Event(Path(path), "pruned")
