@@ -25,7 +25,9 @@ import pyexiv2
 from ramcli.errors import ImageError, first_line
 from ramcli.metadata import provenance
 from ramcli.metadata.imagedata import png_others_kept, webp_others_kept, webp_simple_again, webp_without_xmp
+from ramcli.metadata.sidecar import EMPTY_PACKET
 from ramcli.metadata.styles import Style, as_list
+from ramcli.metadata.xmptext import sidecar_others_kept
 
 pyexiv2.set_log_level(3)
 pyexiv2.registerNs(provenance.NAMESPACE, provenance.PREFIX)  # ramcli's record in each file (``provenance``)
@@ -133,7 +135,8 @@ def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
     """``data`` with ``plan`` applied; None for a sidecar left without any XMP.
 
     ``schema``: every style ramcli knows, whose ``fix_packet`` corrects the XMP packet after writing
-    (pyexiv2 writes every array as rdf:Seq).
+    (pyexiv2 writes every array as rdf:Seq). An existing sidecar keeps every byte but ramcli's properties
+    (``xmptext``): it is another app's file (Lightroom's develop settings, darktable's history).
     """
     with LOCK:
         img = open_image(data, path)
@@ -170,6 +173,9 @@ def rewrite(data: bytes, path: Path, kind: str, plan: Mapping[Style, list[str]],
                 # at the same length (a space for the slash), so no segment length or offset moves; PNG's
                 # chunk CRC would, so PNG keeps exiv2's form
                 out = out.replace(*_MS_URI)
+            if kind == "sidecar" and data != EMPTY_PACKET:  # another app's sidecar (Lightroom's develop
+                # settings, darktable's history): exiv2 re-serialised all of it; only ramcli's properties change
+                out = sidecar_others_kept(data, out)
             if emptied:  # nothing left for the extended header to announce: the simple layout, as before
                 out = webp_simple_again(out)
         except RuntimeError as exc:
