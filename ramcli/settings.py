@@ -60,8 +60,10 @@ class Lang(str, Enum):
 
 
 class SidecarName(str, Enum):
-    """XMP sidecar naming: ext (photo.jpg.xmp: darktable, digiKam) or stem (photo.xmp: Lightroom)."""
+    """XMP sidecar naming: auto (IMG_0001.xmp for camera RAW, photo.jpg.xmp for the rest), ext (photo.jpg.xmp:
+    darktable, digiKam) or stem (photo.xmp: Lightroom)."""
 
+    auto = "auto"
     ext = "ext"
     stem = "stem"
 
@@ -114,7 +116,7 @@ class Setting:
 #: Every setting, in the order `ramcli config show` lists them.
 SETTINGS: dict[str, Setting] = {s.key: s for s in (
     Setting("lang", Lang, Lang.en),
-    Setting("sidecar_name", SidecarName, SidecarName.ext),
+    Setting("sidecar_name", SidecarName, SidecarName.auto),
     Setting("hierarchy_root", str, "ramcli"),
     Setting("precision", Precision, Precision.fp32),
     Setting("decode", Decode, Decode.auto),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "ramcli"
 LAYERS = [
-    {"errors", "config", "hashing", "settings", "faults", "files", ""},
+    {"errors", "config", "hashing", "settings", "faults", "files", "media", ""},
     {"models.store", "models.families"},
     {"runtime"},
     {"models", "models.convert"},

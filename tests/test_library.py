@@ -271,16 +271,17 @@ def test_kill_minus_nine_never_corrupts(tmp_path: Path, tiny_model) -> None:
 
 
 def test_json_and_exit_code_when_all_is_well(tmp_path: Path, tiny_model) -> None:
-    """A camera RAW file is reported as skipped, which is not a failure: exit code 0."""
+    """Something under a photo's name that is no file (a FIFO) is reported as skipped, which is not a
+    failure: exit code 0."""
     root = tmp_path / "ok"
     make_photo(root / "one.jpg", seed=3)
-    (root / "DSC_0001.NEF").write_bytes(b"II*\x00raw sensor data")
+    os.mkfifo(root / "pipe.jpg")
     result = run_cli(*TAG, "--index", str(tmp_path / "ok.db"), str(root))
     assert result.returncode == 0, result.stderr
     recs = records(result)
     assert recs[str(root / "one.jpg")]["status"] == "tagged"
-    assert recs[str(root / "DSC_0001.NEF")]["status"] == "skipped"
+    assert recs[str(root / "pipe.jpg")]["status"] == "skipped"
     lines = result.stderr.strip().splitlines()  # the skip, the model (said when it loads), the summary
     skipped = [line for line in lines if line.startswith("skipped:")]
-    assert len(lines) == 3 and len(skipped) == 1 and "DSC_0001.NEF" in skipped[0]
+    assert len(lines) == 3 and len(skipped) == 1 and "pipe.jpg" in skipped[0]
     assert "1 skipped, 0 errors" in lines[2]

@@ -42,7 +42,8 @@ LangOpt = Annotated[Lang, typer.Option(
     "--lang", help="Tag names in keywords and output: en, zh (RAM/RAM++ Chinese names) or both.",
     rich_help_panel=WHAT)]
 SidecarNameOpt = Annotated[SidecarName, typer.Option(
-    "--sidecar-name", help="ext: photo.jpg.xmp (darktable, digiKam); stem: photo.xmp (Lightroom).",
+    "--sidecar-name", help="auto: IMG_0001.xmp for camera RAW (the RAW convention), photo.jpg.xmp for the rest; "
+    "ext: photo.jpg.xmp (darktable, digiKam); stem: photo.xmp (Lightroom).",
     rich_help_panel=WHAT)]
 HierarchyRootOpt = Annotated[str, typer.Option(
     "--hierarchy-root", help="Root of lr:hierarchicalSubject entries (ramcli|dog); empty: plain tags.",

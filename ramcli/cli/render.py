@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from ramcli.errors import RamcliError, printable
+from ramcli.media import is_video
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -159,6 +160,8 @@ def render_events(events: Iterable[Event], *, json_out: bool, verbose: bool = Fa
     verbose = verbose or verbosity.verbose
     for ev in events:
         counts[ev.status] += 1
+        if is_video(ev.path):  # the summary counts videos apart: "3 tagged (1 video)"
+            counts[f"{ev.status}:video"] += 1
         if bar is not None:
             bar.tick()
         if ev.model is not None:

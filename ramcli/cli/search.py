@@ -28,7 +28,8 @@ def search(
     until: Annotated[str | None, typer.Option("--until", help="Taken on or before DATE (YYYY-MM-DD).")] = None,
     tags: Annotated[list[str] | None, typer.Option("--tag", help="Must carry this tag (repeatable).")] = None,
     not_tags: Annotated[list[str] | None, typer.Option("--not-tag", help="Must not carry this tag.")] = None,
-    like: Annotated[Path | None, typer.Option("--like", help="Photos similar to this one.")] = None,
+    like: Annotated[Path | None, typer.Option(
+        "--like", help="Photos and video moments like this photo, video, or a video's moment (clip.mp4@83).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Which model's tags (default: the "
                                                                     "one that tagged most photos).")] = None,
     index: o.IndexOpt = None,
@@ -43,6 +44,8 @@ def search(
     """Find photos by what is in them: tag names, or any text (open-set).
 
     Example: `ramcli search "red bicycle" --since 2023-01-01`  or  `ramcli search dog --paths -0 | xargs -0 ls -l`
+
+    A video hit says at which moment it matches best (`at 00:01:23`; `--json`: "at", in seconds).
     """
     from ramcli.config import index_path
     from ramcli.index import open_index
@@ -76,8 +79,8 @@ def search(
         for col in ("#", "score", "via", "path", "tags"):
             table.add_column(col, overflow="fold")
         for rank, hit in enumerate(hits, 1):
-            table.add_row(str(rank), f"{hit.score:.3f}", hit.via, render.escape(hit.path),
-                          render.escape(", ".join(hit.tags)))
+            where = render.escape(hit.path) + (f" [bold]{hit.moment}[/]" if hit.at is not None else "")
+            table.add_row(str(rank), f"{hit.score:.3f}", hit.via, where, render.escape(", ".join(hit.tags)))
         render.out().print(table)
     if open_first and hits:
         _open(hits[0].path)

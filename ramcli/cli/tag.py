@@ -25,7 +25,7 @@ def tag(
     no_write: o.NoWriteOpt = False,
     sidecar: Annotated[bool, typer.Option("--sidecar", help="Write XMP sidecars even where tags could be "
                                                             "embedded.", rich_help_panel=o.WHAT)] = False,
-    sidecar_name: o.SidecarNameOpt = SidecarName.ext,
+    sidecar_name: o.SidecarNameOpt = SidecarName.auto,
     hierarchy_root: o.HierarchyRootOpt = "ramcli",
     lang: o.LangOpt = Lang.en,
     touch: Annotated[bool, typer.Option("--touch", help="Let writing update the photos' mtime.",
@@ -55,6 +55,16 @@ def tag(
                                               rich_help_panel=o.MODEL)] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Never download a missing model.",
                                               rich_help_panel=o.MODEL)] = False,
+    every: Annotated[float, typer.Option(
+        "--every", min=0.1, metavar="SECONDS", rich_help_panel=o.WHAT,
+        help="Videos: at most one still (a keyframe) per this many seconds.")] = 2.0,
+    frames: Annotated[int, typer.Option(
+        "--frames", min=1, metavar="K", rich_help_panel=o.WHAT,
+        help="Videos: at most K stills per video, spread over its whole length.")] = 12,
+    exclude_videos: Annotated[bool, typer.Option("--exclude-videos", help="Leave videos out.",
+                                                 rich_help_panel=o.WHAT)] = False,
+    only_videos: Annotated[bool, typer.Option("--only-videos", help="Take only videos.",
+                                              rich_help_panel=o.WHAT)] = False,
     batch_size: o.BatchSizeOpt = 4,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes (0: one per core).",
                                          rich_help_panel=o.SPEED)] = 0,
@@ -70,22 +80,32 @@ def tag(
 
     Example: `ramcli tag ~/Photos`  (again later: only new or changed photos are looked at)
 
+    Photos, camera RAW (embedded preview; keywords in `IMG_0001.xmp`) and videos (keyframes: one per
+    `--every` seconds, at most `--frames`; keywords in `clip.mp4.xmp`).
+
     `--dry-run` shows the tags and writes nothing; with no model installed, the default one is
     downloaded and converted first. `find ~/Photos -newer last-run | ramcli tag -` tags a list.
     """
     from ramcli import Library
     from ramcli.metadata import WriteOptions
+    from ramcli.pipeline.prepare import Sampling
     from ramcli.pipeline.run import TagOptions
     from ramcli.runtime.engine import EngineOptions
     from ramcli.runtime.tagging import Selection
 
+    if exclude_videos and only_videos:
+        from ramcli.errors import UsageError
+
+        render.fail(UsageError("--exclude-videos and --only-videos exclude each other", hint="give one of them"))
     guide = [t.strip() for t in caption_tags.split(",") if t.strip()] if caption_tags else None
     opts = TagOptions(dry_run=dry_run, write=not no_write, store_tokens=store_tokens, prune=prune,
                       batch_size=batch_size, workers=workers, exclude=tuple(exclude or ()),
                       selection=Selection(threshold=threshold, top_k=top_k),
                       write_options=WriteOptions(sidecar=sidecar, sidecar_name=sidecar_name.value, touch=touch,
                                                  hierarchical_root=hierarchy_root or None),
-                      lang=lang.value, overwrite_description=overwrite_description, retry_errors=retry_errors)
+                      lang=lang.value, overwrite_description=overwrite_description, retry_errors=retry_errors,
+                      sampling=Sampling(every, frames),
+                      media="photos" if exclude_videos else "videos" if only_videos else "all")
     with render.errors():
         lib = Library(index, model=model, download=not no_download, report=render.say,
                       engine=EngineOptions(device=device.value, threads=threads, precision=precision.value,
@@ -97,10 +117,14 @@ def tag(
             counts = render.render_events(run, json_out=json_out, verbose=verbose, bar=bar)
     if not dry_run:
         order = ["tagged", "unchanged", "updated", "moved", "copied", "pruned", "skipped", "error"]
-        summary = ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}" for k in order)
+        summary = ", ".join(f"{counts.get(k, 0)} {k if k != 'error' else 'errors'}"
+                            + (f" ({n} video{'s' if n > 1 else ''})" if (n := counts.get(f"{k}:video", 0)) else "")
+                            for k in order)
         render.say(f"{summary} in {bar.elapsed():.1f} s (index {lib.index_path})")
     elif not json_out:
-        render.say(f"{counts['tagged']} tagged, {counts['error']} failed, {bar.elapsed():.1f} s "
+        videos = counts.get("tagged:video", 0)
+        also = f" ({videos} video{'s' if videos > 1 else ''})" if videos else ""
+        render.say(f"{counts['tagged']} tagged{also}, {counts['error']} failed, {bar.elapsed():.1f} s "
                    "(dry run: nothing written)")
     if counts["error"]:
         raise typer.Exit(1)

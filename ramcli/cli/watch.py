@@ -27,7 +27,7 @@ def watch(
     no_write: o.NoWriteOpt = False,
     sidecar: Annotated[bool, typer.Option("--sidecar", help="Write XMP sidecars even where tags could be "
                                                             "embedded.", rich_help_panel=o.WHAT)] = False,
-    sidecar_name: o.SidecarNameOpt = SidecarName.ext,
+    sidecar_name: o.SidecarNameOpt = SidecarName.auto,
     hierarchy_root: o.HierarchyRootOpt = "ramcli",
     lang: o.LangOpt = Lang.en,
     touch: Annotated[bool, typer.Option("--touch", help="Let writing update the photos' mtime.",

@@ -40,11 +40,12 @@ from ramcli.index.rows import (
            ImageRecord,
            PhotoRef,
            PhotoRow,
+           StillRow,
            ThresholdRow,
            WriteRow,
 )
 from ramcli.index.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
-__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "DupeCandidate", "FailureRow", "FeedbackRow",
-           "ImageRecord", "Index", "PhotoFilter", "PhotoRef", "PhotoRow", "ThresholdRow", "WriteRow", "migrate",
-           "open_index", "schema_version"]
+__all__ = ["EMBED_DIM", "MIGRATIONS", "SCHEMA_VERSION", "CustomTagRow", "DupeCandidate", "FailureRow",
+           "FeedbackRow", "ImageRecord", "Index", "PhotoFilter", "PhotoRef", "PhotoRow", "StillRow", "ThresholdRow",
+           "WriteRow", "migrate", "open_index", "schema_version"]

@@ -1,6 +1,6 @@
 """``Index``: the one object the rest of ramcli holds, composed of one method group per table
-family (photos, images, vocabulary, queries, runs, writes, failures, feedback, dupes), plus transactions, and
-``open_index``."""
+family (photos, images, vocabulary, queries, runs, writes, failures, feedback, dupes, video stills), plus
+transactions, and ``open_index``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ramcli.index.photos import Photos
 from ramcli.index.queries import Queries
 from ramcli.index.runs import Runs
 from ramcli.index.schema import migrate
+from ramcli.index.stills import Stills
 from ramcli.index.vocabulary import Vocabulary
 from ramcli.index.writes import Writes
 
@@ -28,10 +29,10 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 
 _TABLES = frozenset({"photos", "images", "image_tags", "runs", "query_cache", "counters", "custom_tags",
-                     "disabled_tags", "writes", "failures", "feedback", "thresholds"})
+                     "disabled_tags", "writes", "failures", "feedback", "thresholds", "stills"})
 
 
-class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedback, Dupes):
+class Index(Photos, Images, Vocabulary, Queries, Runs, Writes, Failures, Feedback, Dupes, Stills):
     """A typed facade over the database. Writes go inside ``with index.transaction():``, one SQLite
     transaction per batch, so a batch lands whole or not at all."""
 

@@ -5,6 +5,7 @@ imports this module and must not load it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
@@ -127,13 +128,21 @@ class Images(Tables):
 
         tokens = None if rec.tokens is None else np.ascontiguousarray(rec.tokens, dtype=np.float16).tobytes()
         self.conn.execute(
-            "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at, caption) "
-            "values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "insert or replace into images (hash, model, width, height, taken_at, cls, tokens, tagged_at, caption, "
+            "duration) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [rec.hash, rec.model, rec.width, rec.height, rec.taken_at,
              None if rec.cls is None else np.ascontiguousarray(rec.cls, dtype=np.float32).tobytes(), tokens, now(),
-             rec.caption])
+             rec.caption, rec.duration])
         self.conn.execute("delete from image_tags where hash = ? and model = ?", [rec.hash, rec.model])
         self._insert_tags(rec.hash, rec.model, rec.tags)
+        self.conn.execute("delete from stills where hash = ? and model = ?", [rec.hash, rec.model])
+        if rec.stills:
+            self.conn.executemany(
+                "insert into stills (hash, model, idx, t, cls, tags) values (?, ?, ?, ?, ?, ?)",
+                [(rec.hash, rec.model, k, float(t),
+                  None if cls is None else np.ascontiguousarray(cls, dtype=np.float32).tobytes(),
+                  json.dumps([[int(i), n, round(float(sc), 6)] for i, n, sc in tags], ensure_ascii=False))
+                 for k, (t, cls, tags) in enumerate(rec.stills)])
 
     def replace_tags(self, hash_: str, model: str, indices: Collection[int],
                      rows: Sequence[tuple[int, str, float]]) -> None:
@@ -160,5 +169,6 @@ class Images(Tables):
         orphans = "select hash from images where hash not in (select hash from photos)"
         n = self.conn.execute(f"select count(*) from ({orphans})").fetchone()[0]
         self.conn.execute(f"delete from image_tags where hash in ({orphans})")
+        self.conn.execute(f"delete from stills where hash in ({orphans})")
         self.conn.execute(f"delete from images where hash in ({orphans})")
         return int(n)

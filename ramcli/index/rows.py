@@ -52,6 +52,20 @@ class ImageRecord:
     tokens: np.ndarray | None  # (N, 512) stored as float16
     tags: list[tuple[int, str, float]]  # (tag index, name, score)
     caption: str | None = None  # Tag2Text
+    duration: float | None = None  # a video's length in seconds
+    # a video's sampled moments: (seconds, CLS (512,) or None, [(tag index, name, score)])
+    stills: list[tuple[float, np.ndarray | None, list[tuple[int, str, float]]]] | None = None
+
+
+@dataclass(frozen=True)
+class StillRow:
+    """One sampled moment of a video, as search reads it back."""
+
+    hash: str
+    idx: int
+    t: float  # seconds from the start
+    cls: np.ndarray | None  # (512,) float32
+    tags: dict[str, float]  # tag name -> this still's score
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from ramcli.errors import RamcliError
 from ramcli.index.connection import utils
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class _Executes(Protocol):
@@ -106,8 +106,19 @@ def _v6(db: Any) -> None:
                              "rejected": int, "pending": int, "at": str}, pk=("model", "tag"), not_null={"threshold"})
 
 
+def _v7(db: Any) -> None:
+    """Videos. ``stills``: each sampled moment of a video image (its hash in ``images``, where the video's
+    own row holds the union of the stills' tags, each scored by its best still, and its best still's
+    embedding): when it is (``t``, seconds), its CLS embedding (float32, 2 KB: search says at which moment
+    a video matches), and the tags that still alone gets (JSON ``[[tag_index, name, score], ...]``).
+    ``images.duration``: a video's length in seconds (NULL for photos)."""
+    db["stills"].create({"hash": str, "model": str, "idx": int, "t": float, "cls": bytes, "tags": str},
+                        pk=("hash", "model", "idx"), not_null={"t"})
+    db.execute("alter table images add column duration real")
+
+
 # Migrations: MIGRATIONS[i] brings the schema from version i to i + 1.
-MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 def schema_version(db: _Executes) -> int:

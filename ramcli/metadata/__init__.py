@@ -32,7 +32,7 @@ from ramcli.metadata.fields import FIELDS, CaptionChange, CaptionStatus, caption
 from ramcli.metadata.imagedata import decodes, image_digest, xmp_packets
 from ramcli.metadata.safefile import State, guard, state, writable
 from ramcli.metadata.safefile import atomic_write as _atomic_write
-from ramcli.metadata.sidecar import EMBED, EMPTY_PACKET, sidecar_paths, stem_shared
+from ramcli.metadata.sidecar import EMBED, EMPTY_PACKET, naming_for, sidecar_paths, stem_shared
 from ramcli.metadata.sidecar import sidecar_path as _sidecar_path
 from ramcli.metadata.sidecar import storage_for as _storage_for
 from ramcli.metadata.styles import Style
@@ -48,7 +48,9 @@ class WriteOptions:
     """How keywords are stored; the CLI's --sidecar/--sidecar-name/--touch map onto these."""
 
     sidecar: bool = False  # force an XMP sidecar even for formats that can embed
-    sidecar_name: str = "ext"  # "ext": photo.jpg.xmp (darktable/digiKam/Immich) | "stem": photo.xmp (Lightroom)
+    # "auto": IMG_0001.xmp for camera RAW, photo.jpg.xmp for the rest | "ext": photo.jpg.xmp (darktable/digiKam/
+    # Immich) | "stem": photo.xmp (Lightroom)
+    sidecar_name: str = "auto"
     hierarchical_root: str | None = "ramcli"  # lr:hierarchicalSubject "ramcli|dog"; None -> plain "dog"
     touch: bool = False  # False: restore the photo's original mtime/atime after writing
     # Broader tags above a keyword in the hierarchical storages, outermost first: {"red kite": ("bird",)}
@@ -233,7 +235,7 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
                        forget=forget, rejected=rejected, accepted=accepted)
     values, kind = snap.values, snap.kind
     record = provenance.read(values)
-    if side and opts.sidecar_name == "stem" and (
+    if side and naming_for(path, opts.sidecar_name) == "stem" and (
             (record is not None and record.photo not in (None, path.name))
             or (not forget and stem_shared(path) and (record is None or record.photo != path.name))):
         # photo.xmp is (or could be) another photo's sidecar: never share it, never empty it

@@ -8,6 +8,8 @@ of a JPEG), so neither a file hash nor (size, mtime) can tell "same picture, new
   all come before it) — no decoding needed. The segment walk is ``metadata.imagedata``'s, the one the
   metadata writer checks its rewrites with, so both agree on where the picture starts.
 * PNG: the IHDR, PLTE and IDAT chunk payloads (metadata lives in other chunks).
+* camera RAW: the sensor data (``runtime.raw.raw_hash``), not the preview or the metadata around it;
+* video: the video stream's packets (``runtime.video.video_hash``), not the container's metadata;
 * anything else (TIFF, WebP, HEIC, GIF, ...): the decoded first frame's mode, size and pixels.
 
 Files are opened with ``files.open_regular``: a FIFO under a photo's name never blocks a worker.
@@ -24,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
 from ramcli.files import open_regular
+from ramcli.media import kind_of
 from ramcli.metadata.imagedata import jpeg_scan_offset
 from ramcli.runtime.images import SCALE_DOWN, TOO_MANY_PIXELS, unidentified
 
@@ -111,6 +114,15 @@ def _hash_pixels(path: Path) -> str:
 def image_hash(path: Path) -> str:
     """Identity of the picture in ``path``; equal before and after any metadata-only edit."""
     suffix = path.suffix.lower()
+    kind = kind_of(path)
+    if kind == "raw":
+        from ramcli.runtime.raw import raw_hash
+
+        return raw_hash(path)
+    if kind == "video":
+        from ramcli.runtime.video import video_hash
+
+        return video_hash(path)
     try:
         if suffix in {".jpg", ".jpeg", ".jpe"}:
             got = _hash_jpeg(path)

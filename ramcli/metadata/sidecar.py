@@ -1,8 +1,9 @@
 """Where a photo's metadata is written: into the photo, or into an XMP sidecar beside it.
 
 Only the formats measured to keep pixels and foreign metadata intact are embedded into (JPEG, PNG, TIFF,
-WebP). HEIC/AVIF, camera RAW, anything else, read-only and hard-linked photos and ``--sidecar`` get an XMP
-sidecar, ``photo.jpg.xmp`` by default (darktable, digiKam, Immich) or ``photo.xmp`` (Lightroom).
+WebP). HEIC/AVIF, camera RAW, videos, anything else, read-only and hard-linked photos and ``--sidecar`` get an
+XMP sidecar: by default ("auto") ``IMG_0001.xmp`` for a camera RAW (the RAW convention) and ``photo.jpg.xmp``
+for the rest (darktable, digiKam, Immich); "ext" or "stem" (Lightroom) for every file.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from ramcli.media import is_raw
 from ramcli.metadata.safefile import writable
 
 EMBED = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp"}
-SidecarName = Literal["ext", "stem"]
+SidecarName = Literal["auto", "ext", "stem"]
 # exiv2 cannot write into an empty file; a new sidecar starts from this packet.
 EMPTY_PACKET = (b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
                 b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n</x:xmpmeta>\n<?xpacket end="w"?>\n')
@@ -46,13 +48,22 @@ def _one_name(path: Path) -> bool:
         return True
 
 
+def naming_for(path: Path, naming: str) -> str:
+    """The naming ``"auto"`` stands for: ``IMG_0001.xmp`` ("stem") for a camera RAW, the convention of RAW
+    workflows (Lightroom writes it; darktable and digiKam read it), ``photo.jpg.xmp`` ("ext") for the rest."""
+    if naming == "auto":
+        return "stem" if is_raw(path) else "ext"
+    return naming
+
+
 def sidecar_path(path: Path, naming: str) -> Path:
-    """``photo.jpg.xmp`` ("ext") or ``photo.xmp`` ("stem", Lightroom).
+    """``photo.jpg.xmp`` ("ext") or ``photo.xmp`` ("stem", Lightroom); "auto": :func:`naming_for`.
 
     Always the chosen naming, even when the other one exists (keywords are read from both); one rule
     is easier to predict than guessing which app owns an existing sidecar.
     """
     path = Path(path)
+    naming = naming_for(path, naming)
     if naming == "stem":
         return path.with_suffix(".xmp")
     if naming != "ext":
@@ -60,17 +71,21 @@ def sidecar_path(path: Path, naming: str) -> Path:
     return path.with_name(path.name + ".xmp")
 
 
-# Photo suffixes that may share a stem with another photo (and so a Lightroom-style sidecar name).
+# Suffixes that may share a stem with another file ramcli tags (and so a Lightroom-style sidecar name).
 _PHOTO_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif", ".hif", ".avif",
-                   ".gif", ".bmp", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw")
+                   ".gif", ".bmp", ".mp4", ".mov", ".m4v")
+_RAW_SUFFIXES = (".cr2", ".cr3", ".nef", ".nrw", ".arw", ".dng", ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f",
+                 ".3fr", ".iiq", ".erf", ".mrw", ".sr2", ".kdc", ".rwl")
 
 
 def stem_shared(path: Path) -> bool:
-    """Another photo beside ``path`` has the same stem (``same.gif`` and ``same.bmp``): ``same.xmp``
-    cannot be both photos' sidecar. One stat per candidate suffix, not a folder listing (which would
-    cost O(folder) per photo)."""
+    """Another file beside ``path`` that ramcli tags has the same stem (``same.gif`` and ``same.bmp``):
+    ``same.xmp`` cannot be both files' sidecar. A RAW+JPEG pair (``IMG_0001.CR2`` + ``IMG_0001.JPG``) is
+    settled by the RAW convention: ``IMG_0001.xmp`` is the RAW's, so for the RAW only another RAW counts,
+    and the JPEG (when it needs a sidecar at all) takes ``IMG_0001.JPG.xmp``. One stat per candidate
+    suffix, not a folder listing (which would cost O(folder) per photo)."""
     path = Path(path)
-    for suffix in _PHOTO_SUFFIXES:
+    for suffix in _RAW_SUFFIXES if is_raw(path) else _PHOTO_SUFFIXES + _RAW_SUFFIXES:
         for s in (suffix, suffix.upper()):
             other = path.with_suffix(s)
             if other.name != path.name and other.is_file():

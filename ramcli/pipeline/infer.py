@@ -24,14 +24,25 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class Still:
+    """One sampled moment of a video, after the model: what search needs to say *when* (``at``)."""
+
+    t: float  # seconds from the start
+    cls: np.ndarray  # (512,) its CLS embedding
+    tags: list[Tag]  # the tags this still alone would get
+
+
+@dataclass
 class Inferred:
-    """One photo of a batch, after the model."""
+    """One photo (or video) of a batch, after the model."""
 
     prepared: Prepared
-    embeds: np.ndarray  # (N, 512): this photo's image tokens, token 0 its CLS embedding
+    embeds: np.ndarray  # (N, 512): this photo's image tokens, token 0 its CLS embedding (a video: its best still's)
     tags: list[Tag]
     caption: str | None
     verdicts: dict[str, str] = field(default_factory=dict)  # the user's on this image: tag name -> confirm | reject
+    stills: list[Still] | None = None  # a video's sampled moments; None for a photo
+    best: int = 0  # a video: which still is its best (caption, embedding)
 
 
 Item = Prepared | ImageError | Inferred
@@ -66,8 +77,17 @@ class Infer:
 
     def run(self, batch: list[Prepared]) -> list[Item]:
         """One batch through the model. Timed as bench reports it: where a batch's images run side by
-        side (engine.for_batches), encoder and head are one "inference" stage."""
-        x = np.stack([p.pixels for p in batch])  # type: ignore[misc]
+        side (engine.for_batches), encoder and head are one "inference" stage.
+
+        A video's stills run with the photos, as images of their own; the video then gets the union of
+        their tags, each scored by its best still (the maximum over stills of the tag's logit), and the
+        caption and embedding of its best still: the one whose own tags score highest in sum."""
+        parts = [p.pixels if p.video else p.pixels[None] for p in batch]  # type: ignore[index]
+        spans, at = [], 0
+        for part in parts:
+            spans.append((at, at + len(part)))
+            at += len(part)
+        x = np.concatenate(parts)  # type: ignore[arg-type]
         tagger, clock = self.tagger(), self.clock
         if clock.timing and not (tagger.engine.side_by_side > 1 and len(x) > 1):
             with clock("encoder"):
@@ -79,9 +99,23 @@ class Infer:
                 embeds, logits = tagger.infer(x)
         said = self.verdicts([p.hash for p in batch if p.hash]) if self.verdicts else {}
         verdicts = [said.get(p.hash or "", {}) for p in batch]
+        rows: list[int] = []  # per item, the row of x whose embedding (and caption) it keeps
+        stills: list[list[Still] | None] = []
+        tags: list[list[Tag]] = []
         with clock("head"):
-            tags = [tagger.tags(row, self.selection, v) for row, v in zip(logits, verdicts, strict=True)]
+            for p, (a, b), v in zip(batch, spans, verdicts, strict=True):
+                if not p.video:
+                    rows.append(a)
+                    stills.append(None)
+                    tags.append(tagger.tags(logits[a], self.selection, v))
+                    continue
+                own = [tagger.tags(logits[j], self.selection) for j in range(a, b)]
+                best = max(range(b - a), key=lambda k: (sum(t.score for t in own[k]), -k))
+                rows.append(a + best)
+                stills.append([Still(t, embeds[a + k][0], own[k]) for k, t in enumerate(p.times or [])])
+                tags.append(tagger.tags(logits[a:b].max(axis=0), self.selection, v))
         t = time.perf_counter()
-        captions = tagger.captions(embeds, logits)
+        captions = tagger.captions(embeds[rows], logits[rows])
         clock.add("caption" if any(c is not None for c in captions) else "head", time.perf_counter() - t)
-        return [Inferred(p, embeds[i], tags[i], captions[i], verdicts[i]) for i, p in enumerate(batch)]
+        return [Inferred(p, embeds[rows[i]], tags[i], captions[i], verdicts[i], stills[i],
+                         rows[i] - spans[i][0]) for i, p in enumerate(batch)]

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from ramcli import metadata
 from ramcli.errors import ImageError
+from ramcli.media import Media
 from ramcli.pipeline import sources
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.events import Event
 from ramcli.pipeline.infer import Infer
 from ramcli.pipeline.journal import Journal
 from ramcli.pipeline.keywords import KeywordSync, one_line
-from ramcli.pipeline.prepare import Pool, Prepare
+from ramcli.pipeline.prepare import Pool, Prepare, Sampling
 from ramcli.pipeline.sinks import ReportSink, Sink, WriteSink
 from ramcli.pipeline.tagger import OnDemand
 from ramcli.runtime.images import Preprocess
@@ -49,6 +50,8 @@ class TagOptions:
     # more places whose vanished photos are forgotten (with ``prune``): `ramcli watch` names the files and
     # folders it saw deleted, since the paths it tags are only those that changed
     forget: tuple[Path, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)  # a video's stills: one per N seconds, K at most
+    media: Media = "all"  # "photos" (--exclude-videos) | "videos" (--only-videos)
 
 
 class Run:
@@ -121,8 +124,8 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
         return contract
 
     if opts.dry_run or index is None:
-        return Run(lambda: sources.scan(paths, opts.exclude), Prepare(pre, pool=pool or "threads", ahead=ahead,
-                                                                       clock=clock),
+        return Run(lambda: sources.scan(paths, opts.exclude, media=opts.media),
+                   Prepare(pre, pool=pool or "threads", ahead=ahead, clock=clock, sampling=opts.sampling),
                    infer, ReportSink(lazy, opts.lang), close=close)
     from ramcli.vocab import custom
 
@@ -138,8 +141,9 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
                      prune_under=[r for r in roots if r.exists()] + [Path(p).absolute() for p in opts.forget]
                      if opts.prune else None, roots=roots, clock=clock)
     prepare = Prepare(pre, known=known_hashes(index, model), pool=pool or "processes", workers=opts.workers,
-                      ahead=ahead, clock=clock)
-    return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model, retry_errors=opts.retry_errors),
+                      ahead=ahead, clock=clock, sampling=opts.sampling)
+    return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model, retry_errors=opts.retry_errors,
+                                    media=opts.media),
                prepare, infer, sink, close=close)
 
 

@@ -3,7 +3,7 @@
 Paths named explicitly are always taken (the decoder then says if a file is not an image), and a
 symlink named explicitly is followed: the user asked for it. Inside folders:
 
-* only known photo extensions are taken; hidden files and folders are skipped;
+* only known photo, camera RAW and video extensions are taken (``ramcli.media``); hidden files and folders are skipped;
 * something that is not a regular file under a photo's name (a FIFO, socket or device ``x.jpg``)
   is skipped with a line: opening a FIFO waits for a writer, which in a library means forever;
 * a symlink is followed only to a photo that lies inside the folders named (both resolved), because
@@ -28,19 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ramcli.files import kind
-
-PHOTO_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif",
-    ".gif", ".bmp",
-})
-
-
-# Camera RAW: no decoder here for their embedded previews yet, so they are reported, not tagged.
-RAW_EXTENSIONS = frozenset({
-    ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".orf", ".rw2", ".raf", ".pef",
-    ".srw", ".x3f", ".3fr", ".erf", ".kdc", ".mrw", ".rwl", ".iiq",
-})
-_RAW = "camera RAW is not supported yet, skipped"
+from ramcli.media import PHOTO_EXTENSIONS, RAW_EXTENSIONS, VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -55,8 +43,11 @@ def _excluded(path: Path, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(str(path), p) for p in patterns)
 
 
+_TAKEN = PHOTO_EXTENSIONS | RAW_EXTENSIONS | VIDEO_EXTENSIONS
+
+
 def _photo_like(path: Path) -> bool:
-    return path.suffix.lower() in PHOTO_EXTENSIONS or path.suffix.lower() in RAW_EXTENSIONS
+    return path.suffix.lower() in _TAKEN
 
 
 class _Named:
@@ -107,8 +98,6 @@ def _file(path: Path, mode: int) -> Path | ScanProblem | None:
         return None
     if not stat.S_ISREG(mode):
         return _not_regular(path, mode)
-    if path.suffix.lower() in RAW_EXTENSIONS:
-        return ScanProblem(path, _RAW, skipped=True)
     return path
 
 
@@ -183,7 +172,5 @@ def iter_photos(paths: Iterable[Path], exclude: Iterable[str] = ()) -> Iterator[
             continue
         elif not stat.S_ISREG(st.st_mode):
             yield _not_regular(root, st.st_mode)
-        elif root.suffix.lower() in RAW_EXTENSIONS:
-            yield ScanProblem(root, _RAW, skipped=True)
         else:
             yield root

@@ -252,7 +252,10 @@ class WriteSink:
                 self.index.put_image(ImageRecord(
                     p.hash, self.model, p.width, p.height, p.taken_at, item.embeds[0] if clip else None,
                     item.embeds if tokens else None, [(t.index, t.name, t.score) for t in item.tags],
-                    item.caption))
+                    item.caption, p.duration,
+                    None if item.stills is None else [(st.t, st.cls if clip else None,
+                                                       [(t.index, t.name, t.score) for t in st.tags])
+                                                      for st in item.stills]))
                 self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
                 self._learn(p.hash, p.path, done, item.verdicts)  # after the image's rows: a rejection drops its row
             self.sync.settle()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ramcli.errors import RamcliError
+from ramcli.media import Media, is_video
 from ramcli.pipeline.events import Event
 from ramcli.pipeline.scan import ScanProblem, iter_photos
 
@@ -58,11 +59,14 @@ REMEMBERED = "unchanged since it failed; --retry-errors to try again"
 
 
 def scan(paths: Iterable[Path], exclude: Iterable[str] = (), *, index: Index | None = None,
-         model: str | None = None, retry_errors: bool = False) -> Sourced:
+         model: str | None = None, retry_errors: bool = False, media: Media = "all") -> Sourced:
     """Photos under ``paths``; with an ``index``, photos unchanged since ramcli wrote them, and (unless
-    ``retry_errors``) files unchanged since they could not be read, are events."""
+    ``retry_errors``) files unchanged since they could not be read, are events. ``media``: "photos" leaves
+    videos out (``--exclude-videos``), "videos" takes only videos (``--only-videos``)."""
     out = Sourced()
     for item in iter_photos(list(paths), list(exclude)):
+        if media != "all" and (is_video(item.path if isinstance(item, ScanProblem) else item)) != (media == "videos"):
+            continue
         if isinstance(item, ScanProblem):
             status = "skipped" if item.skipped else "error"
             out.early.append(Event(item.path, status, error=str(RamcliError(item.reason, path=item.path,

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ramcli.pipeline.scan import PHOTO_EXTENSIONS, RAW_EXTENSIONS, _excluded
+from ramcli.media import kind_of
+from ramcli.pipeline.scan import _excluded
 
 #: How often pending files are looked at (seconds): the latency floor on top of ``settle``.
 TICK = 0.25
@@ -87,8 +88,7 @@ class FolderWatch:
 
     # ---- which names matter
     def _wanted(self, path: Path) -> bool:
-        suffix = path.suffix.lower()
-        if suffix not in PHOTO_EXTENSIONS and suffix not in RAW_EXTENSIONS:
+        if kind_of(path) is None:
             return False
         try:
             rel = path.relative_to(next(r for r in self.roots if path == r or r in path.parents))

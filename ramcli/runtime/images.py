@@ -4,7 +4,8 @@ The reference does ``Image.convert("RGB")`` (alpha dropped without compositing, 
 rules for palette, CMYK, 16-bit and grayscale), torchvision ``Resize((S, S))`` on the PIL image
 (= PIL bilinear with antialiasing, aspect ratio not kept), ``ToTensor`` and ``Normalize``.
 ramcli adds what a photo tool must: the EXIF orientation is applied first, so a portrait
-photo shot sideways is seen upright. HEIC/HEIF open through pillow-heif when it is installed.
+photo shot sideways is seen upright. HEIC/HEIF open through pillow-heif when it is installed; camera RAW
+through LibRaw (``runtime.raw``: the embedded preview, else a half-size demosaic).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ramcli.errors import ImageError, first_line
 from ramcli.files import open_regular
+from ramcli.media import is_raw
 from ramcli.models.store import Preprocess as Preprocess  # the input contract, re-exported for the stages
 
 try:  # HEIC/HEIF and AVIF; optional at import so a broken wheel can't take the CLI down
@@ -59,6 +61,11 @@ def read_photo(path: Path, *, orient: bool = True, draft: int | None = None) -> 
     :attr:`Preprocess.draft`). Copies are avoided (a 24 MP photo is 72 MB per copy): transposing
     happens in place and an RGB image is not converted again.
     """
+    if is_raw(path):
+        from ramcli.runtime.raw import read_raw
+
+        raw = read_raw(path, min_side=draft or 384, orient=orient)
+        return Photo(raw.rgb, raw.size, raw.taken_at)
     try:
         with warnings.catch_warnings():
             # Pillow warns (UserWarning, "Truncated File Read", "Corrupt EXIF data") about EXIF it cannot

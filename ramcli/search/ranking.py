@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,11 +69,21 @@ class Hit:
     clip: float | None = None
     taken_at: str | None = None
     tags: list[str] = field(default_factory=list)
+    at: float | None = None  # a video: the moment that matches best, in seconds from its start
+    image: str | None = field(default=None, repr=False)  # the image hash (finds a video's stills)
 
     def as_dict(self, rank: int) -> dict[str, object]:
         return {"rank": rank, "path": self.path, "score": round(self.score, 6), "via": self.via,
                 "tag_hits": self.hits, "clip": None if self.clip is None else round(self.clip, 6),
-                "taken_at": self.taken_at, "tags": self.tags}
+                "taken_at": self.taken_at, "tags": self.tags, "at": None if self.at is None else round(self.at, 3)}
+
+    @property
+    def moment(self) -> str:
+        """``at 00:01:23`` for a video hit, "" for a photo."""
+        if self.at is None:
+            return ""
+        whole = int(self.at)
+        return f"at {whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 # ------------------------------------------------------------------------------ tag matching
@@ -199,8 +209,8 @@ class Searcher:
         (``Index.tag_matches``) on covering indexes only, so the blobs in ``images`` are never read."""
         rows = self.index.tag_matches(self.model, tags, self._filter(opts), min_score=opts.min_score,
                                       limit=opts.limit)
-        return [Hit(path, score, "tag", hits, None, taken, self.top_tags(hash_))
-                for path, hash_, taken, hits, score in rows]
+        return self.moments([Hit(path, score, "tag", hits, None, taken, self.top_tags(hash_), image=hash_)
+                             for path, hash_, taken, hits, score in rows], tags=tags)
 
     def tag_hits(self, matrix: ClsMatrix, tags: list[str]) -> np.ndarray:
         """Per row of ``matrix``: how many of ``tags`` the image carries."""
@@ -240,10 +250,11 @@ class Searcher:
         found = {h.path: h for h in (self.tag_search(tags, replace(opts, limit=1 << 30)) if tags else [])}
         if captioned:
             for path, hash_, taken in self.index.photos_of_hashes(self.model, sorted(captioned), self._filter(opts)):
-                hit = found.setdefault(path, Hit(path, 0.0, "caption", 0, None, taken, self.top_tags(hash_)))
+                hit = found.setdefault(path, Hit(path, 0.0, "caption", 0, None, taken, self.top_tags(hash_),
+                                                 image=hash_))
                 hit.hits += 1
         ranked = sorted(found.values(), key=lambda h: (-h.hits, -h.score, h.path))
-        return ranked[: opts.limit]
+        return self.moments(ranked[: opts.limit], tags=tags)
 
     def search(self, query: str, opts: SearchOptions) -> list[Hit]:
         check_query(query)
@@ -269,7 +280,8 @@ class Searcher:
         for i, r in rescored.items():
             score[i], reranked[i] = r, True
         ranked = cand.order(-score, ~reranked, -hits)  # hits, then re-ranked first, then score
-        return self._finish(cand.matrix, ranked, score, np.where(reranked, "rerank", "clip"), hits, clip, opts)
+        return self.moments(self._finish(cand.matrix, ranked, score, np.where(reranked, "rerank", "clip"), hits, clip,
+                                         opts), tags=tags, vector=q)
 
     def _rerank(self, matrix: ClsMatrix, rows: list[int], q: np.ndarray) -> dict[int, float]:
         """``rerank`` scores of ``rows`` (positions in ``matrix``) that have stored tokens."""
@@ -294,8 +306,35 @@ class Searcher:
         if not len(cand.matrix.rowids):
             return []
         sims = cand.cosine(cls / np.linalg.norm(cls))
-        return self._finish(cand.matrix, cand.order(-sims), sims.astype(np.float64),
-                            np.full(len(sims), "like"), np.zeros(len(sims), np.int32), sims, opts)
+        return self.moments(self._finish(cand.matrix, cand.order(-sims), sims.astype(np.float64),
+                                         np.full(len(sims), "like"), np.zeros(len(sims), np.int32), sims, opts),
+                            vector=cls)
+
+    def moments(self, hits: list[Hit], *, tags: Sequence[str] = (), vector: np.ndarray | None = None) -> list[Hit]:
+        """Say at which moment each video hit matches best: the still whose own scores for the query's tags
+        sum highest, else the still whose CLS embedding is nearest ``vector`` (the query's text embedding, or
+        the photo of ``--like``), else the video's best still. Photos have no stills and keep ``at`` None.
+        numpy is imported only for an embedding: a tag-name search starts without it."""
+        wanted = sorted({h.image for h in hits if h.image})
+        stills = self.index.stills_of(self.model, wanted, cls=vector is not None) if wanted else {}
+        for hit in hits:
+            found = stills.get(hit.image or "")
+            if not found:
+                continue
+            by_tag = [sum(s.tags.get(t, 0.0) for t in tags) for s in found]
+            if tags and max(by_tag) > 0:
+                hit.at = found[by_tag.index(max(by_tag))].t
+                continue
+            usable = [s for s in found if s.cls is not None]
+            if vector is not None and usable:
+                import numpy as np
+
+                m = np.stack([s.cls for s in usable])  # type: ignore[misc]
+                sims = (m @ vector) / np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(vector), 1e-12)
+                hit.at = usable[int(np.argmax(sims))].t
+                continue
+            hit.at = max(found, key=lambda s: sum(s.tags.values())).t
+        return hits
 
     def _finish(self, matrix: ClsMatrix, ranked: np.ndarray, score: np.ndarray, via: np.ndarray, hits: np.ndarray,
                 clip: np.ndarray, opts: SearchOptions) -> list[Hit]:
@@ -310,7 +349,7 @@ class Searcher:
                     continue
                 for path, hash_, taken in photos.get(int(matrix.rowids[i]), []):
                     out.append(Hit(path, float(score[i]), str(via[i]), int(hits[i]), float(clip[i]), taken,
-                                   self.top_tags(hash_)))
+                                   self.top_tags(hash_), image=hash_))
                     if len(out) >= opts.limit:
                         return out
         return out
@@ -392,22 +431,50 @@ def open_searcher(index: Index, model: str | None = None) -> Searcher:
                     clip_space=ram is None or family_of(ram).clip_space)
 
 
+_MOMENT = re.compile(r"^(?P<path>.+)@(?P<t>\d+(?:\.\d+)?)$")
+
+
+def like_target(like: Path) -> tuple[Path, float | None]:
+    """``clip.mp4@83.5`` -> (clip.mp4, 83.5): a moment of a video; a path that exists is taken as it is."""
+    text = str(like)
+    m = _MOMENT.match(text)
+    if like.exists() or m is None:
+        return like, None
+    return Path(m["path"]), float(m["t"])
+
+
 def like_embedding(searcher: Searcher, photo: Path) -> np.ndarray:
-    """The CLS embedding of ``photo``: from the index when it is there, else by running the encoder."""
+    """The CLS embedding of ``photo`` (or of a video's moment, ``clip.mp4@83``): from the index when it is
+    there, else by running the encoder. A video without a moment stands for its best still."""
+    from ramcli.media import is_video
     from ramcli.metadata.identity import image_hash
     from ramcli.models import store
-    from ramcli.runtime.images import load_input
+    from ramcli.runtime.images import load_input, to_input
 
+    photo, at = like_target(Path(photo))
     row = searcher.index.photo(str(photo.absolute()))
     digest = row.hash if row is not None else (image_hash(photo) if photo.is_file() else None)
     if digest is not None:
-        cls = searcher.index.cls_embedding(digest, searcher.model)
-        if cls is not None:
-            return cls
+        if at is not None:
+            stills = [s for s in searcher.index.stills_of(searcher.model, [digest]).get(digest, [])
+                      if s.cls is not None]
+            if stills:
+                return min(stills, key=lambda s: abs(s.t - at)).cls  # type: ignore[return-value]
+        else:
+            cls = searcher.index.cls_embedding(digest, searcher.model)
+            if cls is not None:
+                return cls
     if not photo.is_file():
         raise RamcliError("no such photo", path=photo, hint="check the path")
     from ramcli.runtime.engine import Engine
 
     model = store.get(searcher.model)
-    x, _ = load_input(photo, model.preprocess)
+    if is_video(photo):
+        from ramcli.runtime.video import sample_video
+
+        clip = sample_video(photo, min_side=model.preprocess.image_size)
+        frame = min(clip.frames, key=lambda f: abs(f.t - (at or 0.0)))
+        x = to_input(frame.rgb, model.preprocess)
+    else:
+        x, _ = load_input(photo, model.preprocess)
     return Engine(model).encode(x[None])[0, 0]
