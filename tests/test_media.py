@@ -234,3 +234,72 @@ def test_a_lightroom_sidecar_of_a_raw_keeps_its_settings(tmp_path: Path, tiny_mo
     assert sorted(got["Subject"]) == sorted(["holiday", *tags])
     assert 'crs:Exposure2012="+0.35"' in side.read_text(encoding="utf-8")
     assert not (root / "IMG_0001.dng.xmp").exists()
+
+
+def test_add_tag_scores_a_video_by_its_best_still(tmp_path: Path, tiny_model, clip_model) -> None:
+    """Custom tags re-scored from the stored tokens give a video what a full run gives it: each still on its
+    own, the video the best of them per tag (not the still that was best for the other tags)."""
+    import sqlite3
+
+    from media import moving_shapes, photo_rgb
+
+    from ramcli.runtime.video import sample_video
+
+    root = tmp_path / "lib"
+    scenes = [photo_rgb((320, 240)), moving_shapes(0, 1, (320, 240)), 255 - photo_rgb((320, 240))]
+    clip = write_video(root / "v.mp4", seconds=9, scenes=scenes)
+    idx = ("--index", str(tmp_path / "i.db"))
+    names = ["lighthouse", "harbour", "kite", "forest", "snow"]
+    assert run_cli("tag", "-m", MODEL, *idx, str(root)).returncode == 0
+    for name in names:
+        assert run_cli("add-tag", name, "--threshold", "0.001", *idx).returncode == 0
+    db = sqlite3.connect(tmp_path / "i.db")
+    stored = dict(db.execute("select t.tag, t.score from image_tags t join photos p on p.hash = t.hash"))
+    # which still the video's own row (tokens, CLS) came from: the best one for the built-in tags
+    own = db.execute("select cls from images").fetchone()[0]
+    best = next(k for k, (cls,) in enumerate(db.execute("select cls from stills order by idx")) if cls == own)
+    full = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", MODEL, *idx, str(clip))
+    assert full.returncode == 0, full.stderr
+    fresh = {t["name"]: t["score"] for t in json.loads(full.stdout)["tags"]}
+    # the stills as photos (lossless), scored by a full run each: the video's scores are their maxima
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for k, frame in enumerate(sample_video(clip).frames):
+        frame.rgb.save(stills / f"s{k}.png")
+    each = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", MODEL, *idx, str(stills))
+    per_still = [{t["name"]: t["score"] for t in json.loads(line)["tags"]} for line in each.stdout.splitlines()]
+    assert len(per_still) == 5
+    for name in names:
+        assert fresh[name] == pytest.approx(max(s[name] for s in per_still), abs=1e-5), name
+        assert stored[name] == pytest.approx(fresh[name], abs=2e-3), name  # stored tokens are float16
+    assert stored == {**stored, **{n: pytest.approx(max(s[n] for s in per_still), abs=2e-3) for n in names}}
+    assert 0 <= best < 5
+
+
+def test_stored_scores_take_each_tags_best_still(tmp_path: Path, tiny_model) -> None:
+    """The re-scoring kernel on a real index and engine: a video with stills of different tokens gets, per tag,
+    the maximum of its stills' scores, each computed on its own; a photo gets its own."""
+    from ramcli.index import ImageRecord, open_index
+    from ramcli.pipeline.rescore import stored_scores
+    from ramcli.runtime.engine import Engine
+    from ramcli.runtime.images import parity_images
+    from ramcli.runtime.tagging import sigmoid
+    from ramcli.runtime.vocabulary import Vocabulary
+
+    engine = Engine(tiny_model)
+    vocab = Vocabulary.builtin(tiny_model)
+    embeds = engine.encode(parity_images(tiny_model.preprocess, 4)).astype(np.float16)  # 4 different pictures
+    index = open_index(tmp_path / "i.db", writer=True)
+    with index.transaction():
+        index.put_image(ImageRecord("video", MODEL, 320, 240, None, embeds[0][0].astype(np.float32), embeds[0], [],
+                                    duration=6.0, stills=[(2.0 * k, embeds[k][0].astype(np.float32), embeds[k], [])
+                                                          for k in range(3)]))
+        index.put_image(ImageRecord("photo", MODEL, 320, 240, None, embeds[3][0].astype(np.float32), embeds[3], []))
+    got = stored_scores(index, MODEL, engine, vocab, [("video", embeds[0], embeds[0][0].astype(np.float32)),
+                                                       ("photo", embeds[3], embeds[3][0].astype(np.float32))])
+    one = [sigmoid(engine.logits(embeds[k][None], vocab.tag_embeds(embeds[k][0][None, None].astype(np.float32))))[0]
+           for k in range(4)]
+    assert np.allclose(got[0], np.max(one[:3], axis=0), atol=1e-6)
+    assert np.allclose(got[1], one[3], atol=1e-6)
+    assert np.abs(np.max(one[:3], axis=0) - one[0]).max() > 1e-3  # the first still alone would be wrong
+    index.close()

@@ -138,11 +138,12 @@ class Images(Tables):
         self.conn.execute("delete from stills where hash = ? and model = ?", [rec.hash, rec.model])
         if rec.stills:
             self.conn.executemany(
-                "insert into stills (hash, model, idx, t, cls, tags) values (?, ?, ?, ?, ?, ?)",
+                "insert into stills (hash, model, idx, t, cls, tokens, tags) values (?, ?, ?, ?, ?, ?, ?)",
                 [(rec.hash, rec.model, k, float(t),
                   None if cls is None else np.ascontiguousarray(cls, dtype=np.float32).tobytes(),
+                  None if tok is None else np.ascontiguousarray(tok, dtype=np.float16).tobytes(),
                   json.dumps([[int(i), n, round(float(sc), 6)] for i, n, sc in tags], ensure_ascii=False))
-                 for k, (t, cls, tags) in enumerate(rec.stills)])
+                 for k, (t, cls, tok, tags) in enumerate(rec.stills)])
 
     def replace_tags(self, hash_: str, model: str, indices: Collection[int],
                      rows: Sequence[tuple[int, str, float]]) -> None:

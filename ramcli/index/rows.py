@@ -53,8 +53,8 @@ class ImageRecord:
     tags: list[tuple[int, str, float]]  # (tag index, name, score)
     caption: str | None = None  # Tag2Text
     duration: float | None = None  # a video's length in seconds
-    # a video's sampled moments: (seconds, CLS (512,) or None, [(tag index, name, score)])
-    stills: list[tuple[float, np.ndarray | None, list[tuple[int, str, float]]]] | None = None
+    # a video's sampled moments: (seconds, CLS (512,) or None, tokens (N, 512) or None, [(tag index, name, score)])
+    stills: list[tuple[float, np.ndarray | None, np.ndarray | None, list[tuple[int, str, float]]]] | None = None
 
 
 @dataclass(frozen=True)

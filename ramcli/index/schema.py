@@ -110,9 +110,11 @@ def _v7(db: Any) -> None:
     """Videos. ``stills``: each sampled moment of a video image (its hash in ``images``, where the video's
     own row holds the union of the stills' tags, each scored by its best still, and its best still's
     embedding): when it is (``t``, seconds), its CLS embedding (float32, 2 KB: search says at which moment
-    a video matches), and the tags that still alone gets (JSON ``[[tag_index, name, score], ...]``).
-    ``images.duration``: a video's length in seconds (NULL for photos)."""
-    db["stills"].create({"hash": str, "model": str, "idx": int, "t": float, "cls": bytes, "tags": str},
+    a video matches), its tokens (float16, as ``images.tokens``, when tokens are stored: re-scoring a video
+    for a new tag or threshold takes the best still again), and the tags that still alone gets (JSON
+    ``[[tag_index, name, score], ...]``). ``images.duration``: a video's length in seconds (NULL for photos)."""
+    db["stills"].create({"hash": str, "model": str, "idx": int, "t": float, "cls": bytes, "tokens": bytes,
+                         "tags": str},
                         pk=("hash", "model", "idx"), not_null={"t"})
     db.execute("alter table images add column duration real")
 

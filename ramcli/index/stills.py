@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ramcli.index.base import CHUNK, Tables
-from ramcli.index.rows import StillRow
+from ramcli.index.rows import EMBED_DIM, StillRow
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _marks(n: int) -> str:
@@ -35,6 +39,26 @@ class Stills(Tables):
                     vec = np.frombuffer(blob, dtype=np.float32).copy()
                 named = {str(name): float(score) for _, name, score in json.loads(tags or "[]")}
                 out.setdefault(hash_, []).append(StillRow(hash_, int(idx), float(t), vec, named))
+        return out
+
+    def still_arrays(self, model: str, hashes: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Image hash -> its stills' (CLS (K, 512) float32, tokens (K, N, 512) float16 as stored), for the videos
+        among ``hashes`` whose stills all have both (re-scoring takes a video's best still again)."""
+        import numpy as np
+
+        found: dict[str, list[tuple[bytes | None, bytes | None]]] = {}
+        for start in range(0, len(hashes), CHUNK):
+            chunk = list(hashes[start:start + CHUNK])
+            for hash_, cls, tok in self.conn.execute(
+                    f"select hash, cls, tokens from stills where model = ? and hash in ({_marks(len(chunk))}) "
+                    "order by hash, idx", [model, *chunk]):
+                found.setdefault(hash_, []).append((cls, tok))
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for hash_, rows in found.items():
+            if all(c is not None and t is not None for c, t in rows):
+                out[hash_] = (np.stack([np.frombuffer(c, np.float32) for c, _ in rows]),  # type: ignore[arg-type]
+                              np.stack([np.frombuffer(t, np.float16).reshape(-1, EMBED_DIM)  # type: ignore[arg-type]
+                                        for _, t in rows]))
         return out
 
     def video_count(self, model: str) -> int:

@@ -35,9 +35,8 @@ import numpy as np
 from ramcli.index import Index, ThresholdRow
 from ramcli.models import store
 from ramcli.pipeline.events import Event
-from ramcli.pipeline.rescore import Rescore, RescoreOptions
+from ramcli.pipeline.rescore import Rescore, RescoreOptions, stored_scores
 from ramcli.runtime.engine import Engine, EngineOptions
-from ramcli.runtime.tagging import sigmoid
 from ramcli.runtime.vocabulary import Vocabulary
 from ramcli.vocab import tagops
 from ramcli.vocab.custom import CustomTag
@@ -181,9 +180,8 @@ class Calibration:
             have = [h for h in chunk if rows[h][1] is not None and rows[h][0] is not None]
             missing += len(chunk) - len(have)
             if have:
-                x = np.stack([rows[h][1] for h in have])
-                cls = np.stack([rows[h][0] for h in have])[:, None]
-                parts.append(sigmoid(engine.logits(x, vocab.tag_embeds(cls))))
+                parts.append(stored_scores(self.index, model.name, engine, vocab,
+                                           [(h, rows[h][1], rows[h][0]) for h in have]))  # type: ignore[misc]
                 hashes += have
             for _ in chunk:
                 self.on_image()

@@ -28,7 +28,7 @@ class Still:
     """One sampled moment of a video, after the model: what search needs to say *when* (``at``)."""
 
     t: float  # seconds from the start
-    cls: np.ndarray  # (512,) its CLS embedding
+    embeds: np.ndarray  # (N, 512) its image tokens, token 0 its CLS embedding
     tags: list[Tag]  # the tags this still alone would get
 
 
@@ -112,7 +112,7 @@ class Infer:
                 own = [tagger.tags(logits[j], self.selection) for j in range(a, b)]
                 best = max(range(b - a), key=lambda k: (sum(t.score for t in own[k]), -k))
                 rows.append(a + best)
-                stills.append([Still(t, embeds[a + k][0], own[k]) for k, t in enumerate(p.times or [])])
+                stills.append([Still(t, embeds[a + k], own[k]) for k, t in enumerate(p.times or [])])
                 tags.append(tagger.tags(logits[a:b].max(axis=0), self.selection, v))
         t = time.perf_counter()
         captions = tagger.captions(embeds[rows], logits[rows])

@@ -55,6 +55,34 @@ class RescoreOptions:
     write_options: metadata.WriteOptions = field(default_factory=metadata.WriteOptions)
 
 
+def stored_scores(index: Index, model: str, engine: Engine, vocab: Vocabulary,
+                  images: list[tuple[str, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Scores (len(images), T) of ``vocab``'s tags from stored embeddings, per (hash, tokens (N, 512) float16 as
+    stored, CLS (512,) exact: the descriptions are weighted by it). A video is scored as it was tagged: each
+    still on its own, the video taking each tag's best still (where its stills' tokens are stored; else its
+    best still's, which its own row holds)."""
+    stills = index.still_arrays(model, [h for h, _, _ in images])
+    xs: list[np.ndarray] = []
+    cls: list[np.ndarray] = []
+    owner: list[int] = []
+    for n, (digest, tokens, first) in enumerate(images):
+        if digest in stills:
+            c, t = stills[digest]
+            xs.extend(t)
+            cls.extend(c)
+            owner += [n] * len(c)
+        else:
+            xs.append(tokens)
+            cls.append(first)
+            owner.append(n)
+    rows = sigmoid(engine.logits(np.stack(xs), vocab.tag_embeds(np.stack(cls)[:, None])))
+    if len(owner) == len(images):
+        return rows
+    out = np.zeros((len(images), rows.shape[1]), rows.dtype)  # sigmoid > 0: the maximum starts from 0
+    np.maximum.at(out, np.asarray(owner), rows)
+    return out
+
+
 @dataclass
 class _Image:
     hash: str
@@ -136,9 +164,8 @@ class Rescore:
             images = self._load(model, engine, hashes[start:start + self.opts.batch_size])
             scored = [im for im in images if im.embeds is not None]
             if scored:
-                x = np.stack([im.embeds for im in scored])  # float16, as stored
-                cls = np.stack([im.cls for im in scored])[:, None]  # exact: the descriptions are weighted by it
-                scores = sigmoid(engine.logits(x, vocab.tag_embeds(cls)))
+                scores = stored_scores(self.index, model.name, engine, vocab,
+                                       [(im.hash, im.embeds, im.cls) for im in scored])  # type: ignore[misc]
                 said = self.index.verdicts_for([im.hash for im in scored])
                 fired = {im.hash: [(indices[j], vocab.names[j], float(s[j])) for j in apply_verdicts(
                     np.flatnonzero(s > vocab.thresholds), s, vocab.names, None, said.get(im.hash))]

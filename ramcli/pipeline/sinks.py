@@ -253,7 +253,8 @@ class WriteSink:
                     p.hash, self.model, p.width, p.height, p.taken_at, item.embeds[0] if clip else None,
                     item.embeds if tokens else None, [(t.index, t.name, t.score) for t in item.tags],
                     item.caption, p.duration,
-                    None if item.stills is None else [(st.t, st.cls if clip else None,
+                    None if item.stills is None else [(st.t, st.embeds[0] if clip else None,
+                                                       st.embeds if tokens else None,
                                                        [(t.index, t.name, t.score) for t in st.tags])
                                                       for st in item.stills]))
                 self._record_photo(p.path, p.hash, done.written, done.storage, done.caption)
