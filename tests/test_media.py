@@ -303,3 +303,35 @@ def test_stored_scores_take_each_tags_best_still(tmp_path: Path, tiny_model) -> 
     assert np.allclose(got[1], one[3], atol=1e-6)
     assert np.abs(np.max(one[:3], axis=0) - one[0]).max() > 1e-3  # the first still alone would be wrong
     index.close()
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_moved_and_deleted_leave_no_keyword_of_ours_behind(tmp_path: Path, tiny_model) -> None:
+    """A video moved without its sidecar, and a RAW deleted: the sidecars left behind lose ramcli's keywords
+    (a sidecar only ramcli wrote goes; another app's keeps its data), as embedded keywords go with a file."""
+    root = tmp_path / "lib"
+    clip = write_video(root / "clip.mp4", seconds=3)
+    write_dng(root / "IMG_0001.dng", preview=True)
+    write_dng(root / "IMG_0002.dng", rgb=_halves((640, 480), (200, 0, 0), (0, 0, 200)), preview=True)
+    lightroom = root / "IMG_0002.xmp"
+    lightroom.write_text('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+                         '22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:crs="http://ns.adobe.com/'
+                         'camera-raw-settings/1.0/" crs:Exposure2012="+0.35"/></rdf:RDF></x:xmpmeta>\n',
+                         encoding="utf-8")
+    db = ("--index", str(tmp_path / "i.db"))
+    first = run_cli(*TAG, *db, str(root))
+    assert first.returncode == 0, first.stderr
+    assert _exif_subjects(root / "IMG_0002.xmp") and _exif_subjects(root / "clip.mp4.xmp")
+    (root / "sub").mkdir()
+    clip.rename(root / "sub" / "holiday.mp4")  # its sidecar stays behind
+    (root / "IMG_0001.dng").unlink()
+    (root / "IMG_0002.dng").unlink()
+    again = run_cli(*TAG, *db, str(root))
+    assert again.returncode == 0, again.stderr
+    statuses = {Path(r["path"]).name: r["status"] for r in map(json.loads, again.stdout.splitlines())}
+    assert statuses == {"holiday.mp4": "moved", "IMG_0001.dng": "pruned", "IMG_0002.dng": "pruned"}
+    assert _exif_subjects(root / "sub" / "holiday.mp4.xmp")  # the keywords moved with the video
+    assert not (root / "clip.mp4.xmp").exists() and not (root / "IMG_0001.xmp").exists()
+    assert lightroom.exists() and _exif_subjects(lightroom) == []
+    assert 'crs:Exposure2012="+0.35"' in lightroom.read_text(encoding="utf-8")
+    assert "ramcli" not in lightroom.read_text(encoding="utf-8")

@@ -38,8 +38,8 @@ from ramcli.metadata.sidecar import storage_for as _storage_for
 from ramcli.metadata.styles import Style
 from ramcli.metadata.text import blank, clean_caption, clean_keywords, fold, nfc
 
-__all__ = ["EMBED", "UTF8", "CaptionStatus", "Intent", "Journal", "WriteOptions", "WriteResult", "read_caption",
-           "read_keywords", "remove_keywords", "sidecar_path", "storage_for", "write_keywords"]
+__all__ = ["EMBED", "UTF8", "CaptionStatus", "Intent", "Journal", "WriteOptions", "WriteResult", "forget_sidecars",
+           "read_caption", "read_keywords", "remove_keywords", "sidecar_path", "storage_for", "write_keywords"]
 _SCHEMA: tuple[Style, ...] = (*(s for f in FIELDS for s in f.styles), *provenance.STYLES)
 
 
@@ -202,6 +202,31 @@ def remove_keywords(path: Path, previous_ours: list[str], opts: WriteOptions = W
     return _update(Path(path), [], clean_keywords(previous_ours), opts, change, journal=journal, forget=True)
 
 
+def forget_sidecars(path: Path, *, journal: Journal | None = None) -> list[Path]:
+    """A photo that is gone (moved elsewhere, deleted): take ramcli's keywords, caption and record out of the
+    sidecars it left behind, as ``untag`` would (a sidecar ramcli created and nothing else uses is deleted;
+    another app's data stays). Only a sidecar whose record names this photo is touched: ``photo.xmp`` may be
+    another photo's. Returns the sidecars changed. Embedded keywords went with the file; nothing to do there.
+    """
+    path = Path(path)
+    if os.path.lexists(path):
+        return []
+    done = []
+    for naming in ("ext", "stem"):
+        side = _sidecar_path(path, naming)
+        if not side.is_file():
+            continue
+        record = provenance.read(_snapshot(guard(read_regular, side), side, (keywords.primary,)).values)
+        if record is None or record.photo not in (None, path.name):
+            continue
+        opts = WriteOptions(sidecar=True, sidecar_name=naming)
+        result = _update(path, [], list(record.keywords), opts, CaptionChange(None, record.caption, False),
+                         journal=journal, forget=True)
+        if result.changed:
+            done.append(side)
+    return done
+
+
 # --- one update: read, plan per field, check, replace ------------------------------------------------
 
 
@@ -213,8 +238,10 @@ def _update(path: Path, ours: list[str], previous: list[str], opts: WriteOptions
     ``forget`` (untag): ramcli's record goes with everything it lists.
     """
     side = storage_for(path, opts) == "sidecar"
-    photo_st = guard(os.stat, path)  # before any read: our reads must not move the atime we restore
     real = sidecar_path(path, opts) if side else Path(os.path.realpath(path))
+    # before any read: our reads must not move the atime we restore. A photo gone (moved, deleted) while its
+    # sidecar is being forgotten: the sidecar stands alone.
+    photo_st = guard(os.stat, real if forget and side and not os.path.lexists(path) else path)
     before = state(real)  # compared again just before the rename: another writer's change wins
     data = guard(read_regular, real) if before else EMPTY_PACKET
     if not side and xmp_packets(data) > 1:

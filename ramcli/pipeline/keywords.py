@@ -123,6 +123,17 @@ class KeywordSync:
         written_caption = result.caption_ours if caption is not None else before
         return Synced(result.ours, result.storage, written_caption, result.changed, *verdicts)
 
+    def forget(self, gone: Path) -> list[Path]:
+        """A photo that moved away or was deleted: its sidecars keep none of ramcli's keywords (``untag`` could
+        not find them any more: it walks photos). Nothing is done with ``--no-write``; a sidecar that cannot
+        be changed is left as it is (the run is not the place to fail for it)."""
+        if not self.write:
+            return []
+        try:
+            return metadata.forget_sidecars(gone, journal=self.journal)
+        except (RamcliError, OSError):
+            return []
+
     def remove(self, path: Path, row: PhotoRow | None = None) -> str | None:
         """`untag`: remove what ramcli wrote into ``path``; returns how: "restored" (byte for byte, from the
         journal's recipe), "untagged" (ramcli's fields removed), or None (nothing of ramcli's was there).

@@ -212,6 +212,8 @@ class WriteSink:
             caption = self.index.caption_of(p.hash, self.model)
             origin = self.index.photo(gone[0]) if gone else None  # the keywords we wrote travel with the file
             done = self._sync(path, p.hash, tags, origin if origin is not None else row, caption)
+            for old in gone:  # a sidecar left behind by the move holds nothing of ours any more
+                self.sync.forget(Path(old))
             with self.index.transaction():
                 for old in gone:
                     self.index.delete_photo(old)
@@ -271,9 +273,12 @@ class WriteSink:
             gone = [row.path for row in self.index.photos_under(self.prune_under) if not Path(row.path).exists()]
             failed = [row.path for row in self.index.failures_under(self.prune_under)
                       if not Path(row.path).exists()]
+            for path in gone:  # a deleted video's or RAW's sidecar keeps nothing of ours
+                self.sync.forget(Path(path))
             with self.index.transaction():
                 for path in gone:
                     self.index.delete_photo(path)
+                self.sync.settle()
                 for path in failed:
                     self.index.forget_failure(path)
                 self.index.prune_images()
