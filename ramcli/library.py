@@ -351,3 +351,19 @@ class Library:
 
         return run_eval(self.model, Path(dataset), options or EvalOptions(), report=self.report,
                         on_variant=on_variant, on_image=on_image)
+
+    def evaluate_library(self, *, out: Path | None = None, threshold: float | None = None, plot: bool = True,
+                         on_total: Callable[[int], None] = lambda _n: None,
+                         on_image: Callable[[], None] = lambda: None) -> dict[str, Any]:
+        """`ramcli eval --library`: the model on this library, the user's confirmations as ground truth
+        (``evaluate.library``); scores from the stored tokens, no photo decoded again."""
+        from ramcli.evaluate.library import run_library_eval
+        from ramcli.runtime.engine import EngineOptions
+
+        ix = self.open_index()
+        try:
+            return run_library_eval(ix, self.model, out=out, threshold=threshold,
+                                    engine=self.engine or EngineOptions(), plot=plot, on_total=on_total,
+                                    on_image=on_image)
+        finally:
+            ix.close()

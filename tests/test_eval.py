@@ -211,3 +211,44 @@ def test_the_authors_annotation_files_load() -> None:
     assert rare.targets.shape[1] == 200 and set(rare.descriptions) == set(rare.taglist)
     imagenet = load_dataset(base / "imagenet_multi")
     assert imagenet.targets.shape == (50000, 1000) and imagenet.targets.sum() >= 50000 - 1000
+
+
+def test_eval_on_your_own_library(tmp_path: Path, tiny_model) -> None:
+    """`ramcli eval --library`: the user's confirmations are the ground truth for the tags they use; the scores
+    are the model's (a full run's, up to the float16 of the stored tokens); the numbers are sklearn's AP and
+    the authors' CP/CR; the library is written in the authors' format, which `ramcli eval` reads back."""
+    from sklearn.metrics import average_precision_score
+
+    root = tmp_path / "lib"
+    photos = [make_photo(root / f"p{i}.jpg", (160 + 9 * i, 120), seed=700 + i) for i in range(10)]
+    idx = ("--index", str(tmp_path / "i.db"))
+    assert run_cli("tag", "-m", "tiny_ram_plus", "--no-write", *idx, str(root)).returncode == 0
+    none = run_cli("eval", "--library", "-m", "tiny_ram_plus", *idx, "--json")
+    assert none.returncode == 1 and "no confirmed tags" in none.stderr
+    tag = "tag 005"
+    yes, no = photos[:3], photos[3:5]
+    assert run_cli("tags", "confirm", tag, *map(str, yes), *idx).returncode == 0
+    assert run_cli("tags", "reject", tag, *map(str, no), *idx).returncode == 0
+    res = run_cli("eval", "--library", "-m", "tiny_ram_plus", *idx, "--json", "--out", str(tmp_path / "ev"))
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["dataset"] == "library" and got["images"] == 10 and [t["tag"] for t in got["per_tag"]] == [tag]
+    assert got["confirmed"] == 3 and got["rejected"] == 2
+    full = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", "tiny_ram_plus", str(root))
+    scores = {json.loads(line)["path"]: next(t["score"] for t in json.loads(line)["tags"] if t["name"] == tag)
+              for line in full.stdout.splitlines()}
+    y_true = [str(p) in {str(q) for q in yes} for p in photos]
+    y_score = [scores[str(p)] for p in photos]
+    assert got["mAP"] == pytest.approx(100 * average_precision_score(y_true, y_score), abs=1e-4)
+    threshold = got["per_tag"][0]["threshold"]
+    fired = [s > threshold for s in y_score]
+    tp = sum(f and t for f, t in zip(fired, y_true, strict=True))
+    assert got["per_tag"][0]["tp"] == tp and got["per_tag"][0]["fn"] == 3 - tp
+    annots = Path(got["files"]["annots"]).read_text(encoding="utf-8").splitlines()
+    assert sorted(line for line in annots if line.endswith("," + tag)) == sorted(f"{p},{tag}" for p in yes)
+    assert Path(got["files"]["plot"]).stat().st_size > 10_000
+    # the written dataset is the authors' format: `ramcli eval` runs the model on it afresh, with the same AP
+    again = run_cli("eval", str(Path(got["files"]["taglist"]).parent), "--images", "/", "-m", "tiny_ram_plus",
+                    "--json", "--no-plot", "--out", str(tmp_path / "ev2"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["mAP"] == pytest.approx(got["mAP"], abs=1e-4)

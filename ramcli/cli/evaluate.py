@@ -15,8 +15,13 @@ from ramcli.settings import Decode, Device, Precision
 
 @app.command("eval")
 def eval_(
-    dataset: Annotated[Path, typer.Argument(help="A folder laid out as the authors' datasets/NAME/: "
-                                                 "*_taglist.txt, *_annots.txt (relpath,tag,tag), imgs/.")],
+    dataset: Annotated[Path | None, typer.Argument(help="A folder laid out as the authors' datasets/NAME/: "
+                                                        "*_taglist.txt, *_annots.txt (relpath,tag,tag), imgs/.")]
+    = None,
+    library: Annotated[bool, typer.Option(
+        "--library", help="Measure on your own library instead: your confirmations as ground truth, scores "
+                          "from the index's stored tokens.")] = False,
+    index: o.IndexOpt = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model to evaluate (default: RAM++).",
                                               rich_help_panel=o.MODEL)] = None,
     images: Annotated[Path | None, typer.Option("--images", help="Where the images are (default: DATASET/imgs).")]
@@ -51,10 +56,30 @@ def eval_(
     and a plot. Scores are cached: other thresholds cost nothing; Ctrl-C keeps what was scored.
 
     Example: `ramcli eval datasets/openimages_common_214 --precision fp32 --precision int8 --json`
+
+    `ramcli eval --library`: the model on your own photos, for the tags you use: the photos you confirmed a
+    tag on (`ramcli tags confirm`, or the tag typed as your own keyword) are its positives, every other one a
+    negative.
     """
     from ramcli import Library
+    from ramcli.errors import UsageError
     from ramcli.evaluate.run import EvalOptions
 
+    if (dataset is None) == (not library):
+        render.fail(UsageError("give a DATASET folder or --library (one of them)",
+                               hint="e.g. ramcli eval datasets/openimages_common_214, or ramcli eval --library"))
+    if library:
+        lib = Library(index, model=model, download=False, report=render.say)
+        with render.errors(), render.progress("scoring", unit="images") as bar:
+            result = lib.evaluate_library(out=out, threshold=threshold, plot=not no_plot, on_total=bar.total,
+                                          on_image=bar.tick)
+        if json_out:
+            render.emit_json(result)
+        else:
+            _show(result)
+            render.say(f"ground truth: {result['ground_truth']}")
+        return
+    assert dataset is not None
     chosen = tuple(dict.fromkeys("exact" if d.value == "auto" else d.value for d in (decodes or [Decode.exact])))
     opts = EvalOptions(precisions=tuple(dict.fromkeys(p.value for p in (precisions or [Precision.fp32]))),
                        decodes=chosen, threshold=threshold, threshold_file=threshold_file, open_set=open_set,
@@ -81,7 +106,9 @@ def _show(result: dict[str, Any]) -> None:
     for col in ("model", "precision", "decode", "mAP", "CP", "CR", "s/image", "folder"):
         table.add_column(col, justify="right" if col in ("mAP", "CP", "CR", "s/image") else "left")
     for r in result["runs"]:
-        table.add_row(r["model"], r["precision"], r["decode"], f"{r['mAP']:.2f}", f"{r['CP']:.2f}", f"{r['CR']:.2f}",
-                      "cached" if r["s_per_image"] is None else f"{r['s_per_image']:.3f}",
+        speed = "cached" if r["s_per_image"] is None and r["from_cache"] else "-" if r["s_per_image"] is None \
+            else f"{r['s_per_image']:.3f}"
+        table.add_row(r["model"], r["precision"], r["decode"] or "-", f"{r['mAP']:.2f}", f"{r['CP']:.2f}",
+                      f"{r['CR']:.2f}", speed,
                       str(Path(r["files"]["summary"]).parent))
     render.out().print(table)

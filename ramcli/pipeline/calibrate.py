@@ -139,7 +139,7 @@ class Calibration:
         now = self.index.calibrated(model.name)
         vocab = Vocabulary.builtin(model).only(tags)
         names = list(vocab.names)
-        hashes, scores, unscored = self._scores(model, vocab)
+        hashes, scores, unscored = self.scores(model, vocab)
         column = {n: j for j, n in enumerate(names)}
         said = self.index.verdicts_for(hashes)
         by_tag = {t.name: t for t in tags}
@@ -167,7 +167,7 @@ class Calibration:
             out.append(plan)
         return out
 
-    def _scores(self, model: store.InstalledModel, vocab: Vocabulary) -> tuple[list[str], np.ndarray, int]:
+    def scores(self, model: store.InstalledModel, vocab: Vocabulary) -> tuple[list[str], np.ndarray, int]:
         """(hashes, their scores (H, T) for the vocabulary's tags, images left out for lack of tokens)."""
         engine = Engine(model, self.engine)
         every = self.index.image_hashes(model.name)
