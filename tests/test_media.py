@@ -335,3 +335,14 @@ def test_moved_and_deleted_leave_no_keyword_of_ours_behind(tmp_path: Path, tiny_
     assert lightroom.exists() and _exif_subjects(lightroom) == []
     assert 'crs:Exposure2012="+0.35"' in lightroom.read_text(encoding="utf-8")
     assert "ramcli" not in lightroom.read_text(encoding="utf-8")
+
+
+def test_agreement_samples_take_a_videos_stills(tmp_path: Path, tiny_model) -> None:
+    """`models verify --photos` / `models quantize` sample what the model sees: a video gives its stills."""
+    from ramcli.pipeline.samples import sample_inputs
+
+    write_video(tmp_path / "v" / "clip.mp4", seconds=7)
+    got = sample_inputs(tiny_model, tmp_path / "v", 3)
+    size = tiny_model.preprocess.image_size
+    assert got is not None and got.shape == (3, 3, size, size)
+    assert np.abs(got[0] - got[2]).mean() > 0.01  # different moments

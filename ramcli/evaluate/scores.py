@@ -186,8 +186,8 @@ def compute(model: store.InstalledModel, ds: Dataset, tp: TagPlan, engine: Engin
                 failed.append(f"{ds.relpaths[done + len(batch)]}: {got}")
                 report(f"cannot read image, scored as a black image (as the authors do): {got}")
                 batch.append(black)
-            else:
-                batch.append(got.pixels)
+            else:  # a benchmark's video (none of the authors' has one) counts as its first still
+                batch.append(got.pixels[0] if got.video else got.pixels)
             if len(batch) >= batch_size:
                 done = _run(tagger, tp, batch, arr, done, on_image)
                 batch = []

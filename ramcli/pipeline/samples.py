@@ -36,11 +36,13 @@ def sample_inputs(model: store.InstalledModel, folder: Path | None, limit: int,
             break
         if isinstance(got, ImageError):
             report(str(got))
+        elif got.video:  # each still of a video is a sample of what the model sees
+            out.extend(got.pixels)  # type: ignore[arg-type]
         else:
             out.append(got.pixels)
     if not out:
         raise RamcliError("no readable photos to measure on", path=folder, hint="give a folder with photos")
-    return np.stack(out)
+    return np.stack(out[:limit])
 
 
 def decode_agreement(model: store.InstalledModel, folder: Path, limit: int,
