@@ -252,3 +252,24 @@ def test_eval_on_your_own_library(tmp_path: Path, tiny_model) -> None:
                     "--json", "--no-plot", "--out", str(tmp_path / "ev2"))
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["mAP"] == pytest.approx(got["mAP"], abs=1e-4)
+
+
+def test_precisions_side_by_side(tiny_checkpoint: dict, clip_model, dataset: dict, tmp_path: Path) -> None:
+    """fp32, int8 and fp16 judged by mAP in one report: each variant its own run, scores and files; the low
+    precisions score close to fp32 but not identically (they really ran other graphs)."""
+    from ramcli.models.convert.export import import_checkpoint
+
+    f = tiny_checkpoint
+    import_checkpoint(f["checkpoint"], "tiny_eval_q", tag_list=f["tag_list"], thresholds=f["thresholds"])
+    assert run_cli("models", "quantize", "tiny_eval_q").returncode == 0
+    assert run_cli("models", "quantize", "tiny_eval_q", "--to", "fp16").returncode == 0
+    res = run_cli("eval", str(dataset["root"]), "-m", "tiny_eval_q", "--out", str(tmp_path / "ev"), "--json",
+                  "--precision", "fp32", "--precision", "int8", "--precision", "fp16", "--no-plot")
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(res.stdout)["runs"]
+    assert [x["precision"] for x in runs] == ["fp32", "int8", "fp16"]
+    scores = [np.load(x["files"]["scores"]) for x in runs]
+    for low in scores[1:]:
+        assert not np.array_equal(low, scores[0])
+        assert np.abs(low - scores[0]).max() < 0.1
+    assert all(abs(x["mAP"] - runs[0]["mAP"]) < 25 for x in runs)
