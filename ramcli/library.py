@@ -106,7 +106,8 @@ class Library:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
-        writing): the events carry every chosen tag with its score. ``tagger``: one already open;
+        writing; where it exists, its verdicts are read, so a rejected tag is not shown): the events carry
+        every chosen tag with its score. ``tagger``: one already open;
         by default the model is loaded only when the first photo needs it (reported through
         ``report``), so a run that has nothing to infer never loads it.
 
@@ -122,8 +123,10 @@ class Library:
         ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False, lock_per_write=lock_per_write)
         try:
             lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
-            if ix is None:
-                return tag_run(roots, lazy, None, opts, pool=pool)
+            if ix is None:  # a dry run: the verdicts of an index that exists, read only, say what would be written
+                said = self.open_index() if self.index_path.is_file() else None
+                return tag_run(roots, lazy, None, opts, pool=pool, close=said.close if said else lambda: None,
+                               verdicts=said.verdicts_for if said else None)
             return tag_run(roots, lazy, ix, opts, close=ix.close, pool=pool)
         except BaseException:
             if ix is not None:

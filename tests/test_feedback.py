@@ -60,8 +60,9 @@ def lib(tmp_path: Path, tiny_model) -> dict[str, Path]:
 
 
 def dry_scores(photo: Path) -> dict[str, float]:
-    """Every tag's score for ``photo`` (a dry run reads no index, so no verdict touches it)."""
-    res = run_cli("tag", "-m", "tiny_ram_plus", "--dry-run", "--json", "--threshold", "0", str(photo))
+    """Every tag's score for ``photo`` (a dry run with no index there: no verdict touches it)."""
+    res = run_cli("tag", "-m", "tiny_ram_plus", "--dry-run", "--json", "--threshold", "0", "--index",
+                  str(photo.parent.parent / "no-index.db"), str(photo))
     assert res.returncode == 0, res.stderr
     return {t["name"]: t["score"] for t in json.loads(res.stdout.splitlines()[0])["tags"]}
 
@@ -218,3 +219,18 @@ def test_verdicts_travel_with_the_vocabulary(lib: dict[str, Path], tmp_path: Pat
     assert top not in subject(Path(twin)) and rejected_in_file(Path(twin)) == [top]
     with sqlite3.connect(tmp_path / "two.db") as db:
         assert db.execute("select tag, verdict, source from feedback").fetchall() == [(top, "reject", "import")]
+
+
+def test_a_dry_run_shows_what_a_real_run_would_write(lib: dict[str, Path]) -> None:
+    """With an index there, `tag --dry-run` applies its verdicts: a rejected tag is not shown for that photo
+    (a real run would not write it), still shown for the others; nothing is written."""
+    a, b, idx = lib["a"], lib["b"], ("--index", str(lib["index"]))
+    first = tags_of(run_cli(*TAG, *idx, str(lib["root"])))
+    shared = next(t for t in first[str(a)] if t in first[str(b)])
+    assert run_cli("tags", "reject", shared, str(a), *idx).returncode == 0
+    before = {p: p.read_bytes() for p in (a, b)}
+    dry = run_cli(*TAG, "--dry-run", *idx, str(lib["root"]))
+    assert dry.returncode == 0, dry.stderr
+    shown = {json.loads(x)["path"]: [t["name"] for t in json.loads(x)["tags"]] for x in dry.stdout.splitlines()}
+    assert shared not in shown[str(a)] and shared in shown[str(b)]
+    assert {p: p.read_bytes() for p in (a, b)} == before

@@ -107,13 +107,15 @@ def known_hashes(index: Index, model: str) -> Callable[[], frozenset[str]]:
 
 
 def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOptions, *,
-            close: Callable[[], None] = lambda: None, clock: Clock = NO_CLOCK, pool: Pool | None = None) -> Run:
+            close: Callable[[], None] = lambda: None, clock: Clock = NO_CLOCK, pool: Pool | None = None,
+            verdicts: Callable[[list[str]], dict[str, dict[str, str]]] | None = None) -> Run:
     """`ramcli tag` over ``paths``: into ``index`` and the files, or, with ``opts.dry_run``, a report only.
 
     ``tagger``: an open tagger, or an :class:`OnDemand` one that loads the model only when the first
     photo needs preparing (a no-change re-run never does). ``pool``: how photos are prepared (default:
     worker processes for a library run, threads for a dry run; ``bench`` prepares inline so each stage
-    has its own clock)."""
+    has its own clock). ``verdicts``: for a dry run, the user's verdicts from an existing index, so the
+    report shows what a real run would write (photos are then hashed to find them)."""
     roots = [Path(p).absolute() for p in paths]
     lazy = tagger if isinstance(tagger, OnDemand) else OnDemand.ready(tagger)
     infer = Infer(lazy, opts.selection, batch_size=opts.batch_size, clock=clock)
@@ -124,8 +126,10 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
         return contract
 
     if opts.dry_run or index is None:
+        infer.verdicts = verdicts
         return Run(lambda: sources.scan(paths, opts.exclude, media=opts.media),
-                   Prepare(pre, pool=pool or "threads", ahead=ahead, clock=clock, sampling=opts.sampling),
+                   Prepare(pre, known=None if verdicts is None else frozenset(), pool=pool or "threads", ahead=ahead,
+                           clock=clock, sampling=opts.sampling),
                    infer, ReportSink(lazy, opts.lang), close=close)
     from ramcli.vocab import custom
 
