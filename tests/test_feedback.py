@@ -234,3 +234,10 @@ def test_a_dry_run_shows_what_a_real_run_would_write(lib: dict[str, Path]) -> No
     shown = {json.loads(x)["path"]: [t["name"] for t in json.loads(x)["tags"]] for x in dry.stdout.splitlines()}
     assert shared not in shown[str(a)] and shared in shown[str(b)]
     assert {p: p.read_bytes() for p in (a, b)} == before
+    # and the verdict is listed, where the photo is now
+    listed = run_cli("tags", "verdicts", shared, *idx, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(x) for x in listed.stdout.splitlines()]
+    assert [(r["tag"], r["verdict"], r["source"], r["path"]) for r in rows] == [(shared, "reject", "cli", str(a))]
+    table = run_cli("tags", "verdicts", *idx)
+    assert "reject" in table.stdout and "a.jpg" in table.stdout

@@ -241,6 +241,35 @@ def tags_list(
     render.out().print(table)
 
 
+@tags_app.command("verdicts")
+def tags_verdicts(
+    names: Annotated[list[str] | None, typer.Argument(metavar="TAG...", help="Only these tags.")] = None,
+    index: o.IndexOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Your verdicts: which tags you confirmed or rejected on which photos, and who said so (cli: `tags
+    confirm/reject`; file: read from a photo's keywords; import: `tags import`).
+
+    Example: `ramcli tags verdicts dog --json`
+    """
+    from ramcli.vocab import tagops
+
+    with render.errors(), _tag_index(index, writer=False) as ix:
+        rows = tagops.verdicts(ix, names or ())
+    if json_out:
+        for r in rows:
+            render.emit_json(r)
+        return
+    table = render.table(title=f"{len(rows)} verdicts", title_justify="left")
+    for col in ("tag", "verdict", "source", "photo", "when"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(render.escape(r["tag"]), r["verdict"], r["source"],
+                      render.escape(str(r["path"] or r["hash"])) + ("" if r["indexed"] else " (not indexed now)"),
+                      (r["at"] or "")[:19])
+    render.out().print(table)
+
+
 @tags_app.command("show")
 def tags_show(
     name: Annotated[str, typer.Argument(help="Tag name.")],

@@ -133,6 +133,17 @@ def listing(index: Index, model: store.InstalledModel | None, *, custom_only: bo
     return rows
 
 
+def verdicts(index: Index, tags: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The user's verdicts (all, or on ``tags``), by tag: where each photo is now (its first indexed path;
+    where it was when judged if the index has none now), confirm | reject, who said it (cli, file, import)."""
+    out = []
+    for r in index.feedback_rows(list(tags) or None):
+        now = index.paths_with_hash(r.hash)
+        out.append({"tag": r.tag, "verdict": r.verdict, "source": r.source, "path": now[0] if now else r.path,
+                    "indexed": bool(now), "hash": r.hash, "at": r.at})
+    return out
+
+
 def show(index: Index, name: str, model: store.InstalledModel | None) -> dict[str, Any]:
     for row in listing(index, model, custom_only=model is None):
         if row["name"] == name:
