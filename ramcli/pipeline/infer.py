@@ -42,7 +42,6 @@ class Inferred:
     caption: str | None
     verdicts: dict[str, str] = field(default_factory=dict)  # the user's on this image: tag name -> confirm | reject
     stills: list[Still] | None = None  # a video's sampled moments; None for a photo
-    best: int = 0  # a video: which still is its best (caption, embedding)
 
 
 Item = Prepared | ImageError | Inferred
@@ -88,15 +87,12 @@ class Infer:
             spans.append((at, at + len(part)))
             at += len(part)
         x = np.concatenate(parts)  # type: ignore[arg-type]
+        # A batch of videos holds many stills: the model still sees at most ``batch_size`` images at a time,
+        # so memory stays what the user sized it for.
+        got = [self._model(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        embeds = got[0][0] if len(got) == 1 else np.concatenate([e for e, _ in got])
+        logits = got[0][1] if len(got) == 1 else np.concatenate([lg for _, lg in got])
         tagger, clock = self.tagger(), self.clock
-        if clock.timing and not (tagger.engine.side_by_side > 1 and len(x) > 1):
-            with clock("encoder"):
-                embeds = tagger.engine.encode(x)
-            with clock("head"):
-                logits = tagger.logits(embeds)
-        else:
-            with clock("inference"):
-                embeds, logits = tagger.infer(x)
         said = self.verdicts([p.hash for p in batch if p.hash]) if self.verdicts else {}
         verdicts = [said.get(p.hash or "", {}) for p in batch]
         rows: list[int] = []  # per item, the row of x whose embedding (and caption) it keeps
@@ -117,5 +113,18 @@ class Infer:
         t = time.perf_counter()
         captions = tagger.captions(embeds[rows], logits[rows])
         clock.add("caption" if any(c is not None for c in captions) else "head", time.perf_counter() - t)
-        return [Inferred(p, embeds[rows[i]], tags[i], captions[i], verdicts[i], stills[i],
-                         rows[i] - spans[i][0]) for i, p in enumerate(batch)]
+        return [Inferred(p, embeds[rows[i]], tags[i], captions[i], verdicts[i], stills[i])
+                for i, p in enumerate(batch)]
+
+    def _model(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(image embeddings, logits) of up to ``batch_size`` images."""
+        tagger, clock = self.tagger(), self.clock
+        if clock.timing and not (tagger.engine.side_by_side > 1 and len(x) > 1):
+            with clock("encoder"):
+                embeds = tagger.engine.encode(x)
+            with clock("head"):
+                logits = tagger.logits(embeds)
+        else:
+            with clock("inference"):
+                embeds, logits = tagger.infer(x)
+        return embeds, logits
