@@ -346,3 +346,30 @@ def test_agreement_samples_take_a_videos_stills(tmp_path: Path, tiny_model) -> N
     size = tiny_model.preprocess.image_size
     assert got is not None and got.shape == (3, 3, size, size)
     assert np.abs(got[0] - got[2]).mean() > 0.01  # different moments
+
+
+def test_a_video_ranks_by_the_still_that_matches(tmp_path: Path, tiny_model) -> None:
+    """`--like` a picture of one moment of a video: the video matches as that moment does (cosine 1 with the
+    same still), not as the still that was best for its tags; the hit says that moment."""
+    import sqlite3
+
+    from media import moving_shapes, photo_rgb
+
+    from ramcli.runtime.video import sample_video
+
+    root = tmp_path / "lib"
+    scenes = [photo_rgb((320, 240)), moving_shapes(0, 1, (320, 240)), 255 - photo_rgb((320, 240))]
+    clip = write_video(root / "v.mp4", seconds=9, scenes=scenes)
+    make_photo(root / "p.jpg", seed=5)
+    idx = ("--index", str(tmp_path / "i.db"))
+    assert run_cli("tag", "-m", MODEL, *idx, str(root)).returncode == 0
+    db = sqlite3.connect(tmp_path / "i.db")
+    own = db.execute("select cls from images where duration is not null").fetchone()[0]
+    stills = db.execute("select idx, t, cls from stills order by idx").fetchall()
+    other = next((k, t) for k, t, cls in stills if cls != own and abs(t - stills[0][1]) > 2.5)  # another scene
+    frame = next(f for f in sample_video(clip).frames if abs(f.t - other[1]) < 1e-3)
+    frame.rgb.save(tmp_path / "moment.png")  # lossless: the model sees exactly that still
+    res = run_cli("search", "--like", str(tmp_path / "moment.png"), "-m", MODEL, *idx, "--json")
+    assert res.returncode == 0, res.stderr
+    top = json.loads(res.stdout.splitlines()[0])
+    assert Path(top["path"]).name == "v.mp4" and top["score"] > 0.9999 and top["at"] == pytest.approx(other[1])

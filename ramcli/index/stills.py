@@ -61,5 +61,18 @@ class Stills(Tables):
                                         for _, t in rows]))
         return out
 
+    def still_cls_rows(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images.rowid of each still's video (S,), the stills' CLS embeddings (S, 512) float32): search
+        scores a video by its best matching still. Empty arrays for a library without videos (one lookup)."""
+        import numpy as np
+
+        rows = self.conn.execute(
+            "select i.rowid, s.cls from stills s join images i on i.hash = s.hash and i.model = s.model "
+            "where s.model = ? and s.cls is not null and i.cls is not null order by i.rowid, s.idx", [model]).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, EMBED_DIM), np.float32)
+        return (np.array([r[0] for r in rows], np.int64),
+                np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+
     def video_count(self, model: str) -> int:
         return int(self.conn.execute("select count(distinct hash) from stills where model = ?", [model]).fetchone()[0])

@@ -144,12 +144,20 @@ class Candidates:
 
     matrix: ClsMatrix  # every image of the model
     allowed: np.ndarray | None  # (N,) bool: rows with a photo that passes the filters; None: all rows
+    # videos' stills: (row of ``matrix`` of each still's video (S,), the stills' unit CLS (S, 512)); None: none
+    stills: tuple[np.ndarray, np.ndarray] | None = None
 
     def cosine(self, q: np.ndarray) -> np.ndarray:
-        """Cosine of every row's CLS with the unit vector ``q`` (one gemv)."""
+        """Cosine of every row's CLS with the unit vector ``q`` (one gemv); a video's is its best still's
+        for this query (its own row holds only the still that was best for its tags)."""
         import numpy as np
 
-        return self.matrix.vectors @ np.asarray(q, dtype=np.float32)
+        q = np.asarray(q, dtype=np.float32)
+        out = self.matrix.vectors @ q
+        if self.stills is not None:
+            rows, vectors = self.stills
+            np.maximum.at(out, rows, vectors @ q)
+        return out
 
     def order(self, *keys: np.ndarray) -> np.ndarray:
         """Allowed rows sorted by ``keys`` (np.lexsort order: last key first)."""
@@ -192,13 +200,19 @@ class Searcher:
         from ramcli.search import clsmatrix
 
         matrix = clsmatrix.load(self.index, self.model)
+        stills = None
+        rowids, vectors = self.index.still_cls_rows(self.model)
+        if len(rowids):
+            present = np.isin(rowids, matrix.rowids)
+            norms = np.linalg.norm(vectors[present], axis=1, keepdims=True)
+            stills = (matrix.positions(list(rowids[present])), vectors[present] / np.where(norms == 0, 1, norms))
         flt = self._filter(opts)
         if not flt:  # every image; one that no photo points at any more is dropped by _photos
-            return Candidates(matrix, None)
+            return Candidates(matrix, None, stills)
         rowids = self.index.filtered_rowids(self.model, flt)
         allowed = np.zeros(len(matrix.rowids), bool)
         allowed[matrix.positions(rowids)] = True
-        return Candidates(matrix, allowed)
+        return Candidates(matrix, allowed, stills)
 
     def _photos(self, rowids: list[int], opts: SearchOptions) -> dict[int, list[PhotoRef]]:
         """(path, hash, taken_at) of the photos of these images that pass the filters, by path."""
