@@ -33,7 +33,7 @@ LAYERS = [
     {"search"},
     {"pipeline", "evaluate"},
     {"library"},
-    {"cli", "__main__"},
+    {"cli", "web", "__main__"},
 ]
 
 

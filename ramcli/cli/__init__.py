@@ -29,7 +29,7 @@ __all__ = ["app", "main"]
 #: The module of each command or group, in the order of `ramcli --help`.
 COMMAND_MODULES = {"tag": "tag", "untag": "tag", "search": "search", "dupes": "dupes", "watch": "watch",
                    "add-tag": "tags", "bench": "bench", "eval": "evaluate", "doctor": "doctor", "models": "models",
-                   "tags": "tags", "config": "config"}
+                   "tags": "tags", "config": "config", "serve": "serve"}
 
 
 def load_commands(first: list[str] | None = None) -> typer.Typer:

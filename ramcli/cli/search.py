@@ -38,6 +38,9 @@ def search(
                                              rich_help_panel=o.OUTPUT)] = False,
     null: Annotated[bool, typer.Option("-0", help="With --paths: separate with NUL (for xargs -0).",
                                        rich_help_panel=o.OUTPUT)] = False,
+    html: Annotated[Path | None, typer.Option(
+        "--html", metavar="FILE", help="Also write the results as a self-contained contact sheet (thumbnails "
+                                       "inlined): one file to share.", rich_help_panel=o.OUTPUT)] = None,
     open_first: Annotated[bool, typer.Option("--open", help="Open the best result in the default viewer.",
                                              rich_help_panel=o.OUTPUT)] = False,
 ) -> None:
@@ -67,6 +70,12 @@ def search(
             searcher = open_searcher(ix, model)
             hits = searcher.like(like_embedding(searcher, like), opts) if like is not None else \
                 searcher.search(query or "", opts)
+            if html is not None:
+                from ramcli.web.sheet import contact_sheet
+
+                title = f"like {like}" if like is not None else str(query)
+                html.write_text(contact_sheet(ix, searcher.model, hits, title), encoding="utf-8")
+                render.say(f"contact sheet: {html}")
         finally:
             ix.close()
     if json_out:

@@ -64,6 +64,12 @@ class Images(Tables):
         return {r[0] for r in self.conn.execute(
             "select hash from image_tags where model = ? and tag = ?", [model, tag])}
 
+    def image_info(self, hash_: str, model: str) -> tuple[int, int, str | None, float | None] | None:
+        """(width, height, taken_at, duration) of an indexed image, None when ``model`` has none."""
+        row = self.conn.execute("select width, height, taken_at, duration from images where hash = ? and model = ?",
+                                [hash_, model]).fetchone()
+        return None if row is None else (int(row[0] or 0), int(row[1] or 0), row[2], row[3])
+
     def caption_of(self, hash_: str, model: str) -> str | None:
         row = self.conn.execute("select caption from images where hash = ? and model = ?", [hash_, model]).fetchone()
         return row[0] if row else None

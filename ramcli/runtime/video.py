@@ -13,6 +13,7 @@ program writes into its container (a title, a location, a new creation date).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,40 @@ def sample_video(path: Path, *, every: float = EVERY, most: int = MOST, min_side
     except ImageError:
         raise
     except Exception as exc:  # FFmpeg errors come in many types; any of them is this file's problem
+        raise _failure(path, exc) from None
+
+
+def frame_at(path: Path, t: float, *, orient: bool = True) -> Frame:
+    """The keyframe at or just before second ``t`` (a still's own moment: stills are keyframes), upright."""
+    import av
+
+    path = Path(path)
+    try:
+        with open_regular(path) as f, av.open(f, mode="r") as container:
+            if not container.streams.video:
+                raise ImageError("no video stream in it", path=path, hint="an audio-only file? skip it")
+            stream = container.streams.video[0]
+            stream.codec_context.skip_frame = "NONKEY"
+            tb = float(stream.time_base) if stream.time_base else 1e-6
+            start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+            with contextlib.suppress(av.error.FFmpegError):  # no index: decode from the start
+                container.seek(int((start + max(t, 0.0)) / tb), stream=stream, backward=True)
+            best = None
+            for frame in container.decode(stream):
+                at = (frame.time or 0.0) - start
+                if best is not None and at > t + _EPS:
+                    break
+                best = (at, frame)
+                if at >= t - _EPS:
+                    break
+            if best is None:
+                raise ImageError("no picture could be decoded from it", path=path,
+                                 hint="the file may be truncated; copy it again, or skip it")
+            img = best[1].to_image()
+            return Frame(best[0], _upright(img, (getattr(best[1], "rotation", 0) or 0) if orient else 0))
+    except ImageError:
+        raise
+    except Exception as exc:
         raise _failure(path, exc) from None
 
 

@@ -1,0 +1,1 @@
+"""`ramcli serve`: a local gallery over the front door (``ramcli.Library``) and ``search.gallery``."""
