@@ -28,6 +28,7 @@ def bench(
     device: o.DeviceOpt = Device.auto,
     precision: o.PrecisionOpt = Precision.fp32,
     decode: o.DecodeOpt = Decode.auto,
+    screen: o.ScreenOpt = 0,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Measure tagging on this machine: photos/s, ms per stage, provider, threads, peak memory.
@@ -47,7 +48,8 @@ def bench(
             synthetic_photos(Path(tmp), synthetic)
         if not files:
             raise RamcliError("no photos to measure", path=photos, hint="give a folder with photos, or --synthetic N")
-        engine = EngineOptions(device=device.value, threads=threads, precision=precision.value, decode=decode.value)
+        engine = EngineOptions(device=device.value, threads=threads, precision=precision.value, decode=decode.value,
+                               screen=screen)
         with render.progress("measuring", total=len(files)) as bar:
             result = run_bench(installed, files, batch=batch_size, engine=engine, report=render.print_error,
                                on_photo=bar.tick)

@@ -138,19 +138,23 @@ def models_verify(
     photos: Annotated[Path | None, typer.Option("--photos", help="Measure int8 and draft-decoding agreement "
                                                                  "on photos in this folder.")] = None,
     count: Annotated[int, typer.Option("--count", min=1, help="At most this many of those photos.")] = 32,
+    screen: Annotated[list[int] | None, typer.Option(
+        "--screen", min=1, metavar="K", help="Also measure tag screening at K (repeatable): how many of the "
+        "full head's tags it keeps.")] = None,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Run PyTorch and the ONNX engine on fixed inputs; print the max abs differences.
     Where `ramcli models quantize` made an int8 version, also how far its tags are from fp32's;
-    with --photos, also how far draft JPEG decoding (`--decode draft`) moves them.
+    with --photos, also how far draft JPEG decoding (`--decode draft`) moves them, and with
+    --screen K how many tags tag screening keeps (`tag --screen K`).
 
-    Example: `ramcli models verify ram_plus_swin_large_14m --photos ~/Photos/2024`
+    Example: `ramcli models verify ram_plus_swin_large_14m --photos ~/Photos/2024 --screen 256 --screen 1024`
     """
     from ramcli.models.convert.converters import verify
 
     with render.errors():
         result = verify(name)
-        _speed_option_agreement(name, photos, count, result)
+        _speed_option_agreement(name, photos, count, result, screen or [])
     if json_out:
         render.emit_json(result)
     else:
@@ -160,30 +164,36 @@ def models_verify(
             + (f"(few-tags head {result['few_tags_logits_max_abs']:.2e}) " if "few_tags_logits_max_abs" in result
                else "")
             + f"on {result['images']} images: {'[green]ok[/]' if result['ok'] else '[red]MISMATCH[/]'}")
-        for key in ("int8", "fp16", "draft_decode"):
+        for key in ("int8", "fp16", "draft_decode", *(f"screen_{k}" for k in screen or [])):
             if key in result:
                 render.out().print(_agreement_line(result[key]))
     if not result["ok"]:
         raise typer.Exit(1)
 
 
-def _speed_option_agreement(name: str, photos: Path | None, count: int, result: dict[str, Any]) -> None:
+def _speed_option_agreement(name: str, photos: Path | None, count: int, result: dict[str, Any],
+                            screen: list[int]) -> None:
     from ramcli.models import quantize, store
     from ramcli.pipeline import samples
 
     installed = store.get(name)
     made = [p for p in (quantize.INT8, quantize.FP16) if quantize.has_precision(installed, p)]
-    images = samples.sample_inputs(installed, photos, count, render.print_error) if made or photos else None
+    images = samples.sample_inputs(installed, photos, count, render.print_error) \
+        if made or photos or screen else None
     for precision in made:
         result[precision] = quantize.measure(installed, images, precision)
+    for k in screen:
+        result[f"screen_{k}"] = quantize.screen_agreement(installed, images, k)
     if photos is not None:
         result["draft_decode"] = samples.decode_agreement(installed, photos, count, render.print_error,
                                                            exact=images)
 
 
 def _agreement_line(a: dict[str, Any]) -> str:
-    what = f"{a['precision']} against fp32" if "precision" in a else "draft against exact JPEG decoding"
-    line = (f"{what} on {a['images']} images ({a['reference_tags']} tags): {100 * a['tag_agreement']:.1f} % of "
+    what = f"{a['precision']} against fp32" if "precision" in a else \
+        f"tag screening at K={a['screen']}" if "screen" in a else "draft against exact JPEG decoding"
+    kept = f"{100 * a['fired_kept']:.1f} % kept, {a['tags_gained']} gained, " if "fired_kept" in a else ""
+    line = (f"{what} on {a['images']} images ({a['reference_tags']} tags): {kept}{100 * a['tag_agreement']:.1f} % of "
             f"tags shared, {100 * a['identical_tag_sets']:.0f} % identical tag sets, "
             f"max |Δ score| {a['scores_max_abs']:.3f}, {100 * a['top10_overlap']:.0f} % of the top 10 kept")
     if "identical_captions" in a:

@@ -38,6 +38,10 @@ DecodeOpt = Annotated[Decode, typer.Option(
     "--decode", help="JPEG decoding: exact, draft (the decoder scales down first: 2-5x faster, tags may "
                      "differ a little) or auto (draft on CUDA, where decoding is the bottleneck).",
     rich_help_panel=SPEED)]
+ScreenOpt = Annotated[int, typer.Option(
+    "--screen", min=0, metavar="K", help="Tag screening: the tag head scores only the K tags nearest each photo in "
+    "CLIP space (your own tags always); faster, may miss tags: `ramcli models verify --photos --screen K` says "
+    "how many. 0: every tag.", rich_help_panel=SPEED)]
 LangOpt = Annotated[Lang, typer.Option(
     "--lang", help="Tag names in keywords and output: en, zh (RAM/RAM++ Chinese names) or both.",
     rich_help_panel=WHAT)]

@@ -147,6 +147,9 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
         "images": n,
         "reference_tags": reported,  # how many tags the agreement is about
         "tag_agreement": round(shared / either, 4) if either else 1.0,
+        # the reference's tags the other side also fires, and the tags only the other side fires
+        "fired_kept": round(shared / reported, 4) if reported else 1.0,
+        "tags_gained": either - reported,
         "identical_tag_sets": round(same / n, 4) if n else None,
         "scores_max_abs": worst,
         # thresholds aside: how much of each image's ranking survives (informative even when few tags fire)
@@ -155,6 +158,17 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
     if captions:
         result["identical_captions"] = round(captions_same / n, 4) if n else None
     return result
+
+
+def screen_agreement(model: store.InstalledModel, images: np.ndarray | None, k: int) -> dict[str, Any]:
+    """Tag screening at ``k`` against the full tag head on ``images``: ``fired_kept`` is the screen's
+    recall (the scores of the tags it keeps are the full head's, so it can only lose tags)."""
+    from ramcli.runtime.taggers import open_tagger
+
+    imgs = images if images is not None else parity_images(model.preprocess, 4)
+    ref = open_tagger(model, EngineOptions(device="cpu"))
+    low = open_tagger(model, EngineOptions(device="cpu", screen=k))
+    return {"screen": k, **compare(model, ref, imgs, low, imgs)}
 
 
 def measure(model: store.InstalledModel, images: np.ndarray | None, precision: str = INT8) -> dict[str, Any]:

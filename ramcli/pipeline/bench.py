@@ -12,7 +12,12 @@ on each batch (no overlap) and each has its own clock:
     index     the batch's rows into a scratch SQLite index, one transaction
 
 End to end = their sum (``ramcli tag`` overlaps decoding with inference, so it is a little
-faster than that). One untimed warm-up batch comes first (``warmup_s``), as model loading
+faster than that). Against the limit: each model stage's FLOPs (``models.flops``, counted on the
+graphs) over its time is its achieved GFLOP/s, and ``of_matmul_peak`` divides the end-to-end rate
+by the rate a plain float32 matrix product reaches here on the same threads (``matmul_gflops``):
+how much of what this machine can multiply the run turns into tags.
+
+One untimed warm-up batch comes first (``warmup_s``), as model loading
 (``load_s``) does. Peak RSS is the process's high-water mark (VmHWM), model loading included.
 """
 
@@ -32,6 +37,7 @@ import numpy as np
 from ramcli.errors import ImageError
 from ramcli.index import open_index
 from ramcli.models import store
+from ramcli.models.flops import matmul_gflops, model_flops, reweight_gflop
 from ramcli.pipeline.clock import Clock
 from ramcli.pipeline.run import TagOptions, tag_run
 from ramcli.pipeline.tagger import open_tagger
@@ -114,6 +120,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
         shutil.rmtree(work, ignore_errors=True)
     done, errors = run.counts.get("tagged", 0), run.counts.get("error", 0)
     total = sum(clock.seconds.values())
+    limit = _against_the_limit(model, tagger, clock.seconds, done, total, opts.threads) if done else {}
     return {
         "model": model.name, "family": model.family, "provider": tagger.engine.provider,
         "threads": opts.threads or os.cpu_count(), "batch": batch, "side_by_side": tagger.engine.side_by_side,
@@ -123,4 +130,28 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
         "s_per_photo": round(total / done, 3) if done else None,
         "ms_per_photo": {s: round(1000 * clock.seconds[s] / done, 1) for s in STAGES if done and s in clock.seconds},
         "peak_rss_mb": peak_rss_mb(),
+        **limit,
     }
+
+
+def _against_the_limit(model: store.InstalledModel, tagger: Any, seconds: dict[str, float], done: int,
+                       total: float, threads: int) -> dict[str, Any]:
+    """Achieved GFLOP/s per model stage and end to end, the machine's float32 matrix-product rate on
+    the same threads, and their ratio; nothing for a family the FLOP count does not cover."""
+    flops = model_flops(model) if model.family in ("ram", "ram_plus") else None
+    if flops is None:
+        return {}
+    vocab = tagger.vocab
+    tags = tagger.head_tags if hasattr(tagger, "head_tags") else vocab.size
+    head = flops.head(tags)
+    if vocab.reweight_scale is not None:  # RAM++: the description weighting runs over every tag
+        head += sum(reweight_gflop(g.count, g.embeds.shape[1], g.embeds.shape[2]) for g in vocab.groups)
+    per_stage = {"encoder": flops.encoder, "head": head, "inference": flops.encoder + head}
+    if seconds.get("inference"):  # side by side: encoder and head are timed as one stage
+        per_stage = {"inference": flops.encoder + head}
+    rate = {s: round(per_stage[s] * done / seconds[s], 1) for s in per_stage if seconds.get(s)}
+    rate["end_to_end"] = round((flops.encoder + head) * done / total, 1)
+    peak = matmul_gflops(threads)
+    return {"gflop_per_photo": {"encoder": round(flops.encoder, 2), "head": round(head, 2)},
+            "gflops": rate, "matmul_gflops": round(peak, 1),
+            "of_matmul_peak": round(rate["end_to_end"] / peak, 3)}

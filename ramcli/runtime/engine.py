@@ -65,6 +65,9 @@ class EngineOptions:
     # On the CPU, this many images of a batch run at once, each on its share of the threads,
     # instead of one after another on all of them (set by `for_batches`).
     side_by_side: int = 1
+    # Tag screening (`tagging.Tagger._screened`): the tag head scores only this many tags per image,
+    # those nearest the image in CLIP space (plus the user's own tags); 0: every tag.
+    screen: int = 0
 
 
 def for_batches(opts: EngineOptions, batch_size: int) -> EngineOptions:

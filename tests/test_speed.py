@@ -1,0 +1,147 @@
+"""Speed at the limit: FLOPs counted on the graphs, bench against the machine's matrix-product rate,
+tag screening (the head on the K nearest tags), and the one-shot GPU check on the CPU provider."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import REPO, make_photo, run_cli
+from ramcli.models.flops import graph_gflop, model_flops, reweight_gflop
+
+
+def _graph(path: Path) -> Path:
+    """MatMul (b, 8, 16) x (16, 32) then a 3x3 Conv 4 -> 6 channels on (b, 4, 10, 10), stride 1, no pad."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [16, 32], np.zeros(16 * 32, np.float32))
+    k = helper.make_tensor("k", TensorProto.FLOAT, [6, 4, 3, 3], np.zeros(6 * 4 * 9, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Conv", ["img", "k"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8, 16]),
+         helper.make_tensor_value_info("img", TensorProto.FLOAT, ["b", 4, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w, k])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_flops_of_a_known_graph(tmp_path: Path) -> None:
+    g = _graph(tmp_path / "g.onnx")
+    one = 2 * 8 * 16 * 32 + 2 * (6 * 8 * 8) * (4 * 3 * 3)
+    assert graph_gflop(g, {}) * 1e9 == pytest.approx(one)
+    assert graph_gflop(g, {"b": 3}) * 1e9 == pytest.approx(3 * one)
+
+
+def test_model_flops_are_linear_in_tags_and_cached(tiny_model) -> None:
+    from ramcli.models.store import HEAD
+
+    flops = model_flops(tiny_model)
+    assert flops is not None and flops.encoder > 0 and flops.head_per_tag > 0
+    assert flops.head(7) == pytest.approx(graph_gflop(tiny_model.path / HEAD, {"tags": 7}))
+    assert graph_gflop(tiny_model.path / "image_encoder.onnx", {"batch": 2}) == pytest.approx(2 * flops.encoder)
+    assert json.loads((tiny_model.path / "flops.json").read_text())["gflop"]["encoder"] == flops.encoder
+    assert reweight_gflop(4585, 51) == pytest.approx(4 * 4585 * 51 * 512 / 1e9)
+
+
+def test_bench_reports_the_rate_against_the_machines_matmul_rate(tiny_model, tmp_path: Path) -> None:
+    out = run_cli("bench", "-m", tiny_model.name, "--synthetic", "4", "--batch", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    flops = model_flops(tiny_model)
+    head = flops.head(tiny_model.num_tags) + reweight_gflop(tiny_model.num_tags,
+                                                            int(tiny_model.meta["descriptions_per_tag"]))
+    assert res["gflop_per_photo"] == {"encoder": round(flops.encoder, 2), "head": round(head, 2)}
+    assert res["matmul_gflops"] > 0
+    e2e = res["gflops"]["end_to_end"]
+    assert e2e == pytest.approx((flops.encoder + head) * res["photos_per_s"], rel=0.02)
+    assert res["of_matmul_peak"] == pytest.approx(e2e / res["matmul_gflops"], abs=2e-3)
+    # screening: the head's share shrinks to K tags
+    out = run_cli("bench", "-m", tiny_model.name, "--synthetic", "2", "--batch", "2", "--screen", "8", "--json")
+    assert out.returncode == 0, out.stderr
+    screened = json.loads(out.stdout)["gflop_per_photo"]["head"]
+    assert screened == round(flops.head(8) + head - flops.head(tiny_model.num_tags), 2)
+
+
+def _custom(n: int) -> list:
+    from ramcli.vocab.custom import CustomTag
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(n, 2, 512))
+    rows /= np.linalg.norm(rows, axis=-1, keepdims=True)
+    return [CustomTag(i + 1, f"mine {i}", None, None, 0.5, (), rows[i].astype(np.float32), "", False)
+            for i in range(n)]
+
+
+def test_screening_scores_the_k_nearest_tags_exactly_and_always_the_users(tiny_model) -> None:
+    from ramcli.runtime.engine import Engine, EngineOptions
+    from ramcli.runtime.tagging import SCREENED_OUT, Tagger
+    from ramcli.runtime.vocabulary import Vocabulary
+
+    vocab = Vocabulary.builtin(tiny_model).with_custom(_custom(2))
+    x = np.random.default_rng(0).normal(size=(3, 145, 512)).astype(np.float32)
+    full = Tagger(Engine(tiny_model), vocab).logits(x)
+    k = 9
+    screened = Tagger(Engine(tiny_model, EngineOptions(screen=k)), vocab)
+    assert screened.head_tags == k + 2
+    got = screened.logits(x)
+    # which tags: the k built-in tags whose (weighted) embedding is nearest the CLS, by cosine, in numpy
+    embeds = vocab.tag_embeds(x)
+    cls = x[:, 0] / np.linalg.norm(x[:, 0], axis=-1, keepdims=True)
+    cos = np.einsum("btc,bc->bt", embeds, cls) / np.linalg.norm(embeds, axis=-1)
+    builtin = tiny_model.num_tags
+    for b in range(len(x)):
+        nearest = set(np.argsort(-cos[b, :builtin])[:k].tolist()) | {builtin, builtin + 1}
+        scored = set(np.flatnonzero(got[b] != SCREENED_OUT).tolist())
+        assert scored == nearest
+        idx = sorted(scored)
+        np.testing.assert_allclose(got[b, idx], full[b, idx], atol=1e-5)  # the full head's own scores
+    assert (got == SCREENED_OUT).sum() == len(x) * (vocab.size - k - 2)
+
+
+def test_screening_off_when_k_covers_the_vocabulary(tiny_model) -> None:
+    from ramcli.runtime.engine import Engine, EngineOptions
+    from ramcli.runtime.tagging import Tagger
+    from ramcli.runtime.vocabulary import Vocabulary
+
+    tagger = Tagger(Engine(tiny_model, EngineOptions(screen=tiny_model.num_tags)), Vocabulary.builtin(tiny_model))
+    assert tagger.screen == 0 and tagger.head_tags == tiny_model.num_tags
+
+
+def test_verify_reports_the_screens_recall_on_photos(tiny_model, tmp_path: Path) -> None:
+    for i in range(3):
+        make_photo(tmp_path / f"p{i}.jpg", seed=i)
+    out = run_cli("models", "verify", tiny_model.name, "--photos", str(tmp_path), "--screen", "5",
+                  "--screen", str(tiny_model.num_tags - 1), "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    small, large = res["screen_5"], res[f"screen_{tiny_model.num_tags - 1}"]
+    assert small["screen"] == 5 and small["images"] == 3 and small["tags_gained"] == 0
+    assert small["top10_overlap"] <= large["top10_overlap"]  # a wider screen keeps more of the ranking
+    assert large["top10_overlap"] >= 0.9
+    assert 0 <= small["fired_kept"] <= 1
+    text = run_cli("models", "verify", tiny_model.name, "--photos", str(tmp_path), "--screen", "5")
+    assert "tag screening at K=5 on 3 images" in text.stdout, text.stdout
+    assert math.isfinite(small["scores_max_abs"])
+
+
+def test_tag_with_screen_writes_only_screened_tags(tiny_model, tmp_path: Path) -> None:
+    photo = make_photo(tmp_path / "a.jpg")
+    full = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", tiny_model.name, str(photo))
+    few = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", tiny_model.name, "--screen", "6",
+                  str(photo))
+    assert full.returncode == 0 and few.returncode == 0, few.stderr
+    scores = {t["name"]: t["score"] for t in json.loads(full.stdout)["tags"]}
+    kept = {t["name"]: t["score"] for t in json.loads(few.stdout)["tags"] if t["score"] > 0}
+    assert len(kept) == 6
+    for name, score in kept.items():
+        assert score == pytest.approx(scores[name], abs=1e-5)
+
+
+_ = (subprocess, sys, REPO)
