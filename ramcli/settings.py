@@ -41,6 +41,15 @@ class Precision(str, Enum):
     fp32 = "fp32"
     int8 = "int8"
     fp16 = "fp16"
+    bf16 = "bf16"  # not a file: OpenVINO runs the fp32 graphs in bfloat16 (--backend openvino)
+
+
+class Backend(str, Enum):
+    """The runtime of the encoder and tag head: onnxruntime, openvino (CPU) or auto (the faster, measured)."""
+
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+    auto = "auto"
 
 
 class Decode(str, Enum):
@@ -120,6 +129,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
     Setting("hierarchy_root", str, "ramcli"),
     Setting("precision", Precision, Precision.fp32),
     Setting("decode", Decode, Decode.auto),
+    Setting("backend", Backend, Backend.onnxruntime),
     Setting("device", Device, Device.auto),
     Setting("threads", int, 0, minimum=0),
     Setting("batch_size", int, 4, minimum=1),

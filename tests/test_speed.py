@@ -144,4 +144,65 @@ def test_tag_with_screen_writes_only_screened_tags(tiny_model, tmp_path: Path) -
         assert score == pytest.approx(scores[name], abs=1e-5)
 
 
+def _openvino() -> None:
+    pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'ramcli[openvino]')")
+
+
+def test_openvino_fp32_gives_onnxruntimes_scores(tiny_model) -> None:
+    _openvino()
+    from ramcli.runtime.engine import Engine, EngineOptions
+    from ramcli.runtime.tagging import Tagger
+    from ramcli.runtime.vocabulary import Vocabulary
+
+    x = np.random.default_rng(1).normal(size=(2, 3, 384, 384)).astype(np.float32)
+    vocab = Vocabulary.builtin(tiny_model)
+    ort_embeds, ort_logits = Tagger(Engine(tiny_model), vocab).infer(x)
+    ov = Tagger(Engine(tiny_model, EngineOptions(backend="openvino")), vocab)
+    embeds, logits = ov.infer(x)
+    assert type(ov.engine.encoder).__module__ == "ramcli.runtime.openvino"  # not onnxruntime under another name
+    np.testing.assert_allclose(embeds, ort_embeds, atol=1e-4)
+    np.testing.assert_allclose(logits, ort_logits, atol=1e-4)
+
+
+def test_bf16_runs_on_openvino_and_verify_measures_it(tiny_model, tmp_path: Path) -> None:
+    _openvino()
+    from ramcli.runtime import openvino
+
+    photo = make_photo(tmp_path / "a.jpg")
+    out = run_cli("tag", "--dry-run", "-m", tiny_model.name, "--precision", "bf16", str(photo))
+    assert out.returncode == 1 and "bf16 runs on OpenVINO" in out.stderr and "--backend openvino" in out.stderr
+    if "BF16" not in openvino.capabilities():
+        pytest.skip("this CPU has no bfloat16 instructions (AMX / AVX512-BF16)")
+    out = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", tiny_model.name, "--backend", "openvino",
+                  "--precision", "bf16", str(photo))
+    assert out.returncode == 0, out.stderr
+    full = run_cli("tag", "--dry-run", "--json", "--threshold", "0", "-m", tiny_model.name, str(photo))
+    low = {t["name"]: t["score"] for t in json.loads(out.stdout)["tags"]}
+    ref = {t["name"]: t["score"] for t in json.loads(full.stdout)["tags"]}
+    worst = max(abs(low[k] - ref[k]) for k in ref)
+    assert 0 < worst < 0.05  # bfloat16 moves scores a little, not at all would mean fp32 ran
+    res = json.loads(run_cli("models", "verify", tiny_model.name, "--photos", str(tmp_path), "--json").stdout)
+    assert res["bf16"]["backend"] == "openvino" and res["bf16"]["images"] == 1
+    assert 0 < res["bf16"]["scores_max_abs"] < 0.05
+
+
+def test_backend_auto_measures_once_and_keeps_the_faster(tiny_model, tmp_path: Path) -> None:
+    _openvino()
+    from ramcli.config import cache_dir
+    from ramcli.runtime.backends import CACHE
+
+    cache = cache_dir() / CACHE
+    cache.unlink(missing_ok=True)
+    out = run_cli("bench", "-m", tiny_model.name, "--synthetic", "2", "--batch", "1", "--backend", "auto", "--json")
+    assert out.returncode == 0, out.stderr
+    entries = json.loads(cache.read_text())
+    (key, hit), = entries.items()
+    assert tiny_model.name in key and "fp32" in key
+    times = hit["seconds_per_image"]
+    assert set(times) == {"onnxruntime", "openvino"} and hit["chosen"] == min(times, key=times.get)
+    assert json.loads(out.stdout)["backend"] == hit["chosen"]
+    again = run_cli("bench", "-m", tiny_model.name, "--synthetic", "2", "--batch", "1", "--backend", "auto", "--json")
+    assert again.returncode == 0 and json.loads(cache.read_text()) == entries  # read, not measured again
+
+
 _ = (subprocess, sys, REPO)

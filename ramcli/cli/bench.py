@@ -11,7 +11,7 @@ from ramcli.cli import options as o
 from ramcli.cli import render
 from ramcli.cli.app import app
 from ramcli.errors import RamcliError
-from ramcli.settings import Decode, Device, Precision
+from ramcli.settings import Backend, Decode, Device, Precision
 
 
 @app.command()
@@ -28,6 +28,7 @@ def bench(
     device: o.DeviceOpt = Device.auto,
     precision: o.PrecisionOpt = Precision.fp32,
     decode: o.DecodeOpt = Decode.auto,
+    backend: o.BackendOpt = Backend.onnxruntime,
     screen: o.ScreenOpt = 0,
     json_out: o.JsonOpt = False,
 ) -> None:
@@ -49,7 +50,7 @@ def bench(
         if not files:
             raise RamcliError("no photos to measure", path=photos, hint="give a folder with photos, or --synthetic N")
         engine = EngineOptions(device=device.value, threads=threads, precision=precision.value, decode=decode.value,
-                               screen=screen)
+                               screen=screen, backend=backend.value)
         with render.progress("measuring", total=len(files)) as bar:
             result = run_bench(installed, files, batch=batch_size, engine=engine, report=render.print_error,
                                on_photo=bar.tick)

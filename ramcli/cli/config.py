@@ -10,7 +10,6 @@ import typer
 from ramcli.cli import options as o
 from ramcli.cli import render
 from ramcli.cli.app import config_app
-from ramcli.settings import Decode, Device, Lang, Precision, SidecarName
 
 
 @config_app.command("show")
@@ -20,6 +19,7 @@ def config_show(
     hierarchy_root: o.HierarchyRootOpt = None,  # type: ignore[assignment]
     precision: o.PrecisionOpt = None,  # type: ignore[assignment]
     decode: o.DecodeOpt = None,  # type: ignore[assignment]
+    backend: o.BackendOpt = None,  # type: ignore[assignment]
     device: o.DeviceOpt = None,  # type: ignore[assignment]
     threads: o.ThreadsOpt = None,  # type: ignore[assignment]
     batch_size: o.BatchSizeOpt = None,  # type: ignore[assignment]
@@ -32,9 +32,10 @@ def config_show(
     """
     from ramcli.settings import resolve
 
-    given: dict[str, Lang | SidecarName | str | Precision | Decode | Device | int | Path | None] = {
+    given: dict[str, object] = {
         "lang": lang, "sidecar_name": sidecar_name, "hierarchy_root": hierarchy_root, "precision": precision,
-        "decode": decode, "device": device, "threads": threads, "batch_size": batch_size, "index": index}
+        "decode": decode, "backend": backend, "device": device, "threads": threads, "batch_size": batch_size,
+        "index": index}
     with render.errors():
         values = resolve(given)
     rows = {k: v.as_dict() for k, v in values.items()}

@@ -164,7 +164,7 @@ def models_verify(
             + (f"(few-tags head {result['few_tags_logits_max_abs']:.2e}) " if "few_tags_logits_max_abs" in result
                else "")
             + f"on {result['images']} images: {'[green]ok[/]' if result['ok'] else '[red]MISMATCH[/]'}")
-        for key in ("int8", "fp16", "draft_decode", *(f"screen_{k}" for k in screen or [])):
+        for key in ("int8", "fp16", "bf16", "draft_decode", *(f"screen_{k}" for k in screen or [])):
             if key in result:
                 render.out().print(_agreement_line(result[key]))
     if not result["ok"]:
@@ -182,6 +182,11 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
         if made or photos or screen else None
     for precision in made:
         result[precision] = quantize.measure(installed, images, precision)
+    if photos is not None and installed.family in ("ram", "ram_plus"):
+        from ramcli.runtime import openvino
+
+        if "BF16" in openvino.capabilities():  # OpenVINO here, on a CPU with bfloat16 instructions
+            result["bf16"] = quantize.agreement(installed, images, precision="bf16", backend="openvino")
     for k in screen:
         result[f"screen_{k}"] = quantize.screen_agreement(installed, images, k)
     if photos is not None:
@@ -190,7 +195,8 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
 
 
 def _agreement_line(a: dict[str, Any]) -> str:
-    what = f"{a['precision']} against fp32" if "precision" in a else \
+    runtime = f" ({a['backend']})" if "backend" in a else ""
+    what = f"{a['precision']}{runtime} against fp32" if "precision" in a else \
         f"tag screening at K={a['screen']}" if "screen" in a else "draft against exact JPEG decoding"
     kept = f"{100 * a['fired_kept']:.1f} % kept, {a['tags_gained']} gained, " if "fired_kept" in a else ""
     line = (f"{what} on {a['images']} images ({a['reference_tags']} tags): {kept}{100 * a['tag_agreement']:.1f} % of "

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from ramcli.settings import Decode, Device, Lang, Precision, SidecarName
+from ramcli.settings import Backend, Decode, Device, Lang, Precision, SidecarName
 
 # Rich help panels of `ramcli tag --help` (and `bench`, which shares the model/speed options).
 WHAT = "What to write"
@@ -32,8 +32,12 @@ DeviceOpt = Annotated[Device, typer.Option(
 ThreadsOpt = Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: all cores).",
                                          rich_help_panel=SPEED)]
 PrecisionOpt = Annotated[Precision, typer.Option(
-    "--precision", help="fp32, int8 (faster on CPUs) or fp16 (for CUDA); tags may differ a little: `ramcli "
-                        "models quantize [--to fp16]` makes them once and prints how much.", rich_help_panel=SPEED)]
+    "--precision", help="fp32, int8 (faster on CPUs), fp16 (for CUDA) or bf16 (--backend openvino, CPUs with "
+                        "AMX or AVX512-BF16); tags may differ a little: `ramcli models quantize [--to fp16]` makes "
+                        "int8/fp16 once, `ramcli models verify --photos` measures them all.", rich_help_panel=SPEED)]
+BackendOpt = Annotated[Backend, typer.Option(
+    "--backend", help="Runtime of the model: onnxruntime, openvino (CPU; pip install 'ramcli[openvino]') or auto "
+                      "(the faster of the two for --precision here, measured once).", rich_help_panel=SPEED)]
 DecodeOpt = Annotated[Decode, typer.Option(
     "--decode", help="JPEG decoding: exact, draft (the decoder scales down first: 2-5x faster, tags may "
                      "differ a little) or auto (draft on CUDA, where decoding is the bottleneck).",

@@ -10,7 +10,7 @@ import typer
 from ramcli.cli import options as o
 from ramcli.cli import render
 from ramcli.cli.app import app
-from ramcli.settings import Decode, Device, Lang, Precision, SidecarName
+from ramcli.settings import Backend, Decode, Device, Lang, Precision, SidecarName
 
 
 @app.command()
@@ -72,6 +72,7 @@ def tag(
     threads: o.ThreadsOpt = 0,
     precision: o.PrecisionOpt = Precision.fp32,
     decode: o.DecodeOpt = Decode.auto,
+    backend: o.BackendOpt = Backend.onnxruntime,
     screen: o.ScreenOpt = 0,
     json_out: o.JsonOpt = False,
     index: o.IndexOpt = None,
@@ -110,7 +111,7 @@ def tag(
     with render.errors():
         lib = Library(index, model=model, download=not no_download, report=render.say,
                       engine=EngineOptions(device=device.value, threads=threads, precision=precision.value,
-                                           decode=decode.value, screen=screen))
+                                           decode=decode.value, screen=screen, backend=backend.value))
         run = lib.tag(o.path_list(paths, files_from), opts, caption_tags=guide)  # says the model when it loads
         with render.interrupted("what was done is saved; run the same command to go on"), \
                 render.progress("tagging") as bar:

@@ -114,14 +114,15 @@ def top_overlap(s_ref: np.ndarray, s_low: np.ndarray, k: int) -> int:
 
 
 def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
-              precision: str = INT8) -> dict[str, Any]:
-    """Tags of ``precision`` against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
+              precision: str = INT8, backend: str = "onnxruntime") -> dict[str, Any]:
+    """Tags of ``precision`` (on ``backend``) against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
     from ramcli.runtime.taggers import open_tagger
 
     imgs = images if images is not None else parity_images(model.preprocess, 4)
     ref = open_tagger(model, EngineOptions(device="cpu"))
-    low = open_tagger(model, EngineOptions(device="cpu", precision=precision))
-    return {"precision": precision, **compare(model, ref, imgs, low, imgs)}
+    low = open_tagger(model, EngineOptions(device="cpu", precision=precision, backend=backend))
+    return {"precision": precision, **({"backend": backend} if backend != "onnxruntime" else {}),
+            **compare(model, ref, imgs, low, imgs)}
 
 
 def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, low_x: np.ndarray,

@@ -68,6 +68,9 @@ class EngineOptions:
     # Tag screening (`tagging.Tagger._screened`): the tag head scores only this many tags per image,
     # those nearest the image in CLIP space (plus the user's own tags); 0: every tag.
     screen: int = 0
+    # Which runtime runs the encoder and the tag head: onnxruntime, openvino (CPU; fp32 or bf16:
+    # ramcli.runtime.openvino) or auto (the faster of the two here, measured once: runtime.backends).
+    backend: str = "onnxruntime"
 
 
 def for_batches(opts: EngineOptions, batch_size: int) -> EngineOptions:
@@ -167,6 +170,8 @@ def _graph(path: str, precision: str) -> str:
     """The file of ``path``'s graph at ``precision``; a clear error where it was never made."""
     if precision == "fp32" or Path(path).name not in QUANTIZED:
         return path
+    if precision == "bf16":
+        raise RamcliError("bf16 runs on OpenVINO", hint="add --backend openvino (pip install 'ramcli[openvino]')")
     if precision not in PRECISIONS:
         raise RamcliError(f"unknown precision {precision!r}", hint=f"use one of: {', '.join(PRECISIONS)}")
     variant = graph_variant(Path(path), precision)
@@ -197,6 +202,8 @@ def session_options() -> ort.SessionOptions:
 
 
 def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) -> ort.InferenceSession:
+    if isinstance(path, str) and opts.backend == "openvino" and Path(path).name in (ENCODER, HEAD):
+        return _openvino(path, opts)  # type: ignore[return-value]  # the same interface (runtime.openvino)
     if isinstance(path, str):
         path = _graph(path, opts.precision)
     so = session_options()
@@ -231,6 +238,16 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
         raise RamcliError("--device cuda was asked for, but CUDA could not be loaded",
                           hint="check the NVIDIA driver and the nvidia-* CUDA 12/13 wheels, or use --device auto")
     return session
+
+
+def _openvino(path: str, opts: EngineOptions) -> Any:
+    """The graph at ``path`` (its fp32 file) compiled by OpenVINO for this machine's CPU."""
+    from ramcli.runtime import openvino
+
+    if opts.device == "cuda":
+        raise RamcliError("--backend openvino runs on the CPU", hint="use --backend onnxruntime for CUDA")
+    threads = opts.threads or _cores()
+    return openvino.Session(path, opts.precision, threads=threads, streams=max(1, opts.side_by_side))
 
 
 # onnxruntime's messages carry its own source locations ("tensorprotoutils.cc:1876 GetExtDataFromTensorProto ",
@@ -272,6 +289,10 @@ class Engine:
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = opts or EngineOptions()
+        if self.opts.backend == "auto":  # measured once per machine and model (runtime.backends)
+            from ramcli.runtime.backends import choose
+
+            self.opts = replace(self.opts, backend=choose(model, self.opts))
         # arrays copied to the device once (`_on_device`), by id; each entry holds its array, so
         # the id cannot pass to another array while the copy is kept
         self._resident: dict[int, tuple[np.ndarray, ort.OrtValue]] = {}
