@@ -20,7 +20,13 @@ rotated photos; that is a decoding choice, not the engine's.)
 
 Usage:
   python tests/benchmarks/speed.py --model random_ram_plus_swin_l [--photos DIR] [--count 8]
-      [--batch 1] [--threads 2] [--rounds 3] [--precision fp32 int8] [--reference-ftz]
+      [--batch 1] [--threads 2] [--rounds 3] [--variants fp32 int8 ov-fp32 bf16 screen-256 screen-1024]
+      [--reference-ftz]
+
+Variants (each one more side): ``fp32`` / ``int8`` (onnxruntime; int8 needs `ramcli models quantize`),
+``ov-fp32`` / ``bf16`` (OpenVINO; bf16 on CPUs with AMX or AVX512-BF16), ``screen-K`` (fp32 with tag
+screening at K). Each reports its speed-up over the reference and its agreement with the reference's
+tags on the same input (shared, kept, gained). The CPU's name and flags are printed with the result.
 
 Denormals: ramcli's sessions flush them to zero (engine._session), the authors' script does not,
 and Swin's shifted-window mask makes many (the speed-up counts this). ``--reference-ftz`` adds the
@@ -86,7 +92,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"])
+    ap.add_argument("--variants", "--precision", nargs="+", default=["fp32"],
+                    help="fp32 int8 ov-fp32 bf16 screen-K (see the module's docstring)")
     ap.add_argument("--reference-ftz", action="store_true",
                     help="also run the reference with torch.set_flush_denormal(True), to show what "
                          "flushing denormals alone gives it")
@@ -116,8 +123,14 @@ def main() -> None:
     thresholds = torch.from_numpy(np.asarray(installed.thresholds))
     names = installed.tag_names
     files = photos(args.photos, args.count)
-    taggers = {p: open_tagger(installed, EngineOptions(threads=args.threads, precision=p), batch_size=args.batch)
-               for p in args.precision}
+    def engine_options(variant: str) -> EngineOptions:
+        if variant.startswith("screen-"):
+            return EngineOptions(threads=args.threads, screen=int(variant.split("-", 1)[1]))
+        if variant in ("ov-fp32", "bf16"):
+            return EngineOptions(threads=args.threads, backend="openvino", precision=variant.removeprefix("ov-"))
+        return EngineOptions(threads=args.threads, precision=variant)
+
+    taggers = {v: open_tagger(installed, engine_options(v), batch_size=args.batch) for v in args.variants}
 
     def reference(chunk: list[Path]) -> list[set[str]]:
         out = []
@@ -140,7 +153,7 @@ def main() -> None:
 
     # warm-up: one batch each (lazy session loading, first-run allocations)
     warm = files[:args.batch]
-    sides = ["reference", *(["reference_ftz"] if args.reference_ftz else []), *args.precision]
+    sides = ["reference", *(["reference_ftz"] if args.reference_ftz else []), *args.variants]
     for side in sides:
         run(side, warm)
 
@@ -170,7 +183,10 @@ def main() -> None:
             row = authors_generate_tag(model, x, thresholds)[0]
             same_input.append({names[j] for j in torch.nonzero(row).flatten().tolist()})
     ref_s = statistics.median(seconds["reference"])
+    from ramcli.runtime.backends import cpu_signature
+
     report: dict[str, object] = {
+        "cpu": cpu_signature(),
         "model": installed.name, "photos": len(files), "batch": args.batch, "threads": args.threads,
         "rounds": args.rounds, "reference_s_per_photo": round(ref_s, 3),
     }
@@ -178,7 +194,7 @@ def main() -> None:
         ftz = [a / b for a, b in zip(seconds["reference"], seconds["reference_ftz"], strict=True)]
         report["reference_ftz"] = {"s_per_photo": round(statistics.median(seconds["reference_ftz"]), 3),
                                    "speedup": round(statistics.median(ftz), 2)}
-    for p in args.precision:
+    for p in args.variants:
         ratios = [a / b for a, b in zip(seconds["reference"], seconds[p], strict=True)]
         shared = sum(len(a & b) for a, b in zip(same_input, tags[p], strict=True))
         either = sum(len(a | b) for a, b in zip(same_input, tags[p], strict=True))
@@ -193,6 +209,8 @@ def main() -> None:
             "identical_tags": all(a == b for a, b in zip(same_input, tags[p], strict=True)),
             "tag_agreement": round(shared / either, 4) if either else 1.0,
             "reference_tags": sum(len(a) for a in same_input),
+            "fired_kept": round(shared / fired, 4) if (fired := sum(len(a) for a in same_input)) else 1.0,
+            "tags_gained": sum(len(b - a) for a, b in zip(same_input, tags[p], strict=True)),
         }
     print(json.dumps(report, indent=2))
 
