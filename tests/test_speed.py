@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,4 +206,25 @@ def test_backend_auto_measures_once_and_keeps_the_faster(tiny_model, tmp_path: P
     assert again.returncode == 0 and json.loads(cache.read_text()) == entries  # read, not measured again
 
 
-_ = (subprocess, sys, REPO)
+def test_the_gpu_check_runs_on_the_cpu_provider(tmp_path: Path) -> None:
+    """The one-shot GPU check (tests/benchmarks/cuda_check.py) keeps working where there is no GPU:
+    the same script, the tiny model, the CPU provider; its JSON says what ran where."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAMCLI_")}
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "benchmarks" / "cuda_check.py"), "--small",
+                          "--workdir", str(tmp_path), "--out", str(tmp_path / "check.json")],
+                         capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "check.json").read_text())
+    assert json.loads(out.stdout) == res
+    assert res["model"]["parity"]["scores_max_abs"] < 1e-5  # the real conversion ran, with its parity check
+    runs = res["end_to_end"]
+    assert {(r["precision"], r["decode"], r["batch"]) for r in runs} == {
+        (p, d, b) for p in ("fp32", "fp16") for d in ("exact", "draft") for b in (1, 4)}
+    assert all(r["photos"] == 8 and r["photos_per_s"] > 0 for r in runs)
+    assert set(res["stages_ms_per_photo"]) == {"fp32", "fp16"}
+    assert 0 < res["fp16_vs_fp32"]["scores_max_abs"] < 0.01  # fp16 really ran, and stayed close
+    cuda = res["placement"]["provider"] == "CUDA"
+    assert res["placement"]["io_binding"] is cuda
+    if not cuda:
+        assert res["cuda_vs_cpu"] is None and res["fp16_default_ok"] is False
+    assert "photos/s end to end" in out.stderr
