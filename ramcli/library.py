@@ -139,7 +139,7 @@ class Library:
 
         def open_() -> Any:
             tagger = self.tagger(batch_size=batch_size, caption_tags=caption_tags)
-            precision = self.engine.precision if self.engine is not None else "fp32"
+            precision = getattr(getattr(tagger.engine, "opts", None), "precision", "fp32")  # auto: as decided
             self.report(f"model {self.model.name} on {tagger.engine.provider}"
                         + (f" ({precision})" if precision != "fp32" else ""))
             return tagger

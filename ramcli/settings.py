@@ -33,6 +33,7 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+    tensorrt = "tensorrt"  # CUDA through onnxruntime's TensorRT provider (engines cached in the model folder)
 
 
 class Precision(str, Enum):
@@ -42,6 +43,7 @@ class Precision(str, Enum):
     int8 = "int8"
     fp16 = "fp16"
     bf16 = "bf16"  # not a file: OpenVINO runs the fp32 graphs in bfloat16 (--backend openvino)
+    auto = "auto"  # fp32; fp16 on CUDA where its measured tag agreement there is >= 99.5 % (engine.resolve_precision)
 
 
 class Backend(str, Enum):
@@ -127,7 +129,7 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
     Setting("lang", Lang, Lang.en),
     Setting("sidecar_name", SidecarName, SidecarName.auto),
     Setting("hierarchy_root", str, "ramcli"),
-    Setting("precision", Precision, Precision.fp32),
+    Setting("precision", Precision, Precision.auto),
     Setting("decode", Decode, Decode.auto),
     Setting("backend", Backend, Backend.onnxruntime),
     Setting("device", Device, Device.auto),

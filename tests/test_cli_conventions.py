@@ -37,7 +37,7 @@ def test_config_show_names_every_source(config: Path, tmp_path: Path) -> None:
     assert all(v["source"] == "default" for v in show(config).values())  # no file yet
     config.write_text(f'lang = "zh"\ndevice = "cuda"\nthreads = 3\nindex = "{tmp_path / "lib.db"}"\n')
     got = show(config, "--decode", "draft", env={"RAMCLI_DEVICE": "cpu", "RAMCLI_INDEX": ""})
-    assert got["precision"] == {"value": "fp32", "source": "default"}
+    assert got["precision"] == {"value": "auto", "source": "default"}
     assert got["lang"] == {"value": "zh", "source": f"config file {config}"}
     assert got["threads"] == {"value": 3, "source": f"config file {config}"}
     assert got["index"] == {"value": str(tmp_path / "lib.db"), "source": f"config file {config}"}

@@ -228,3 +228,54 @@ def test_the_gpu_check_runs_on_the_cpu_provider(tmp_path: Path) -> None:
     if not cuda:
         assert res["cuda_vs_cpu"] is None and res["fp16_default_ok"] is False
     assert "photos/s end to end" in out.stderr
+
+
+def test_tensorrt_that_does_not_load_is_one_clear_line(tiny_model, tmp_path: Path) -> None:
+    from ramcli.runtime.engine import TENSORRT, Engine, EngineOptions
+
+    try:
+        if Engine(tiny_model, EngineOptions(device="tensorrt")).head.get_providers()[0] == TENSORRT:
+            pytest.skip("TensorRT loads here: nothing to refuse")
+    except Exception:  # the refusal itself: what the CLI must say in one line, below
+        pass
+    photo = make_photo(tmp_path / "a.jpg")
+    out = run_cli("tag", "--dry-run", "--device", "tensorrt", "-m", tiny_model.name, str(photo))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: --device tensorrt was asked for, but TensorRT could not be loaded (pip install tensorrt (the version "
+        "onnxruntime-gpu was built for), or use --device cuda)"]
+    assert "EP Error" not in out.stdout + out.stderr
+
+
+@pytest.fixture
+def fp16_model(tiny_checkpoint: dict[str, Path]):
+    """A copy of the tiny model with its fp16 graphs (made by the real quantize)."""
+    from ramcli.models.convert.export import import_checkpoint
+    from ramcli.models.quantize import FP16, quantize
+
+    f = tiny_checkpoint
+    model = import_checkpoint(f["checkpoint"], "tiny_fp16_auto", tag_list=f["tag_list"], thresholds=f["thresholds"])
+    quantize(model, FP16)
+    return model
+
+
+def test_precision_auto_takes_fp16_only_on_cuda_with_measured_agreement(fp16_model) -> None:
+    from ramcli.models import store
+    from ramcli.runtime.engine import EngineOptions, resolve_precision
+
+    def decided(device: str, fp16: dict | None) -> str:
+        meta = json.loads((fp16_model.path / "meta.json").read_text())
+        meta["precisions"] = {"fp16": fp16} if fp16 else {}
+        (fp16_model.path / "meta.json").write_text(json.dumps(meta))
+        return resolve_precision(store.get(fp16_model.name), EngineOptions(device=device, precision="auto")).precision
+
+    good = {"device": "CUDA", "tag_agreement": 0.997}
+    assert decided("tensorrt", good) == "fp16"
+    assert decided("cpu", good) == "fp32"  # the CPU stays exact
+    assert decided("tensorrt", {**good, "tag_agreement": 0.99}) == "fp32"  # below 99.5 %
+    assert decided("tensorrt", {**good, "device": "CPU"}) == "fp32"  # measured elsewhere says nothing of CUDA
+    assert decided("tensorrt", None) == "fp32"
+    for p in fp16_model.path.glob("*.fp16.onnx"):
+        p.unlink()
+    assert decided("tensorrt", good) == "fp32"  # the graphs are gone
+    assert resolve_precision(fp16_model, EngineOptions(precision="int8")).precision == "int8"  # asked for: kept

@@ -26,7 +26,7 @@ def bench(
                                             rich_help_panel=o.SPEED)] = 4,
     threads: o.ThreadsOpt = 0,
     device: o.DeviceOpt = Device.auto,
-    precision: o.PrecisionOpt = Precision.fp32,
+    precision: o.PrecisionOpt = Precision.auto,
     decode: o.DecodeOpt = Decode.auto,
     backend: o.BackendOpt = Backend.onnxruntime,
     screen: o.ScreenOpt = 0,

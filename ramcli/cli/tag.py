@@ -70,7 +70,7 @@ def tag(
                                          rich_help_panel=o.SPEED)] = 0,
     device: o.DeviceOpt = Device.auto,
     threads: o.ThreadsOpt = 0,
-    precision: o.PrecisionOpt = Precision.fp32,
+    precision: o.PrecisionOpt = Precision.auto,
     decode: o.DecodeOpt = Decode.auto,
     backend: o.BackendOpt = Backend.onnxruntime,
     screen: o.ScreenOpt = 0,

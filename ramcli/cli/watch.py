@@ -51,7 +51,7 @@ def watch(
     batch_size: o.BatchSizeOpt = 4,
     device: o.DeviceOpt = Device.auto,
     threads: o.ThreadsOpt = 0,
-    precision: o.PrecisionOpt = Precision.fp32,
+    precision: o.PrecisionOpt = Precision.auto,
     decode: o.DecodeOpt = Decode.auto,
     json_out: o.JsonOpt = False,
     index: o.IndexOpt = None,

@@ -119,10 +119,12 @@ def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
     from ramcli.runtime.taggers import open_tagger
 
     imgs = images if images is not None else parity_images(model.preprocess, 4)
-    ref = open_tagger(model, EngineOptions(device="cpu"))
-    low = open_tagger(model, EngineOptions(device="cpu", precision=precision, backend=backend))
+    # fp16 is for CUDA: measured there where it loads (what --precision auto reads), else on the CPU
+    device = "auto" if precision == FP16 else "cpu"
+    ref = open_tagger(model, EngineOptions(device=device))
+    low = open_tagger(model, EngineOptions(device=device, precision=precision, backend=backend))
     return {"precision": precision, **({"backend": backend} if backend != "onnxruntime" else {}),
-            **compare(model, ref, imgs, low, imgs)}
+            "device": low.engine.provider, **compare(model, ref, imgs, low, imgs)}
 
 
 def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, low_x: np.ndarray,

@@ -123,7 +123,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     limit = _against_the_limit(model, tagger, clock.seconds, done, total, opts.threads) if done else {}
     return {
         "model": model.name, "family": model.family, "provider": tagger.engine.provider,
-        "backend": tagger.engine.opts.backend, "precision": opts.precision,
+        "backend": tagger.engine.opts.backend, "precision": tagger.engine.opts.precision,
         "threads": opts.threads or os.cpu_count(), "batch": batch, "side_by_side": tagger.engine.side_by_side,
         "photos": done, "errors": errors,
         "load_s": round(load_s, 2), "warmup_s": round(warmup_s, 2),

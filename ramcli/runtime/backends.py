@@ -33,7 +33,7 @@ CACHE = "backends.json"
 
 def candidates(opts: EngineOptions) -> list[str]:
     """The runtimes that can run ``opts.precision`` on ``opts.device`` here."""
-    if opts.device == "cuda" or opts.precision in ("int8", "fp16"):
+    if opts.device in ("cuda", "tensorrt") or opts.precision in ("int8", "fp16"):
         return ["onnxruntime"]
     ov = openvino.available() and (opts.precision != "bf16" or "BF16" in openvino.capabilities())
     if opts.precision == "bf16":

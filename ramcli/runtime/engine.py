@@ -8,6 +8,7 @@ library it could not load are silenced; ramcli says once which provider runs ins
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -51,7 +52,7 @@ def _cuda_wanted(device: str) -> bool:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | tensorrt (CUDA through onnxruntime's TensorRT provider)
     threads: int = 0  # 0: onnxruntime's default (all physical cores)
     cpu_chunk: int = 2  # images per encoder call on the CPU (see Engine.chunk)
     precision: str = "fp32"  # or "int8": the graphs `ramcli models quantize` made (ramcli.quantize)
@@ -82,7 +83,7 @@ def for_batches(opts: EngineOptions, batch_size: int) -> EngineOptions:
     flush denormals (`flush_denormals_here`) they would lose ~0.4 s per photo to Swin's masked
     attention (see `_session`), more than this gains, so it stays off there."""
     n = min(batch_size, opts.threads or _cores())
-    if opts.device == "cuda" or n < 2 or not _flushing_works():
+    if opts.device in ("cuda", "tensorrt") or n < 2 or not _flushing_works():
         return opts
     return replace(opts, side_by_side=n)
 
@@ -132,6 +133,24 @@ def _flushing_works() -> bool:
     t.start()
     t.join()
     return bool(box and box[0])
+
+
+# fp16 runs by default on CUDA (--precision auto) only where its tags, measured on CUDA against
+# fp32 (`ramcli models quantize --to fp16` / `models verify` there), agree to this share.
+FP16_DEFAULT_AGREEMENT = 0.995
+
+
+def resolve_precision(model: InstalledModel, opts: EngineOptions) -> EngineOptions:
+    """``opts`` with ``--precision auto`` decided for ``model``: fp32 on the CPU (exact; int8 and bf16
+    stay opt-in: they change scores); on CUDA fp16 where the model has its fp16 graphs and their
+    recorded agreement with fp32, measured on CUDA, is at least FP16_DEFAULT_AGREEMENT; else fp32."""
+    if opts.precision != "auto":
+        return opts
+    gpu = opts.device == "tensorrt" or (opts.device != "cpu" and _cuda_wanted(opts.device))
+    fp16 = (model.meta.get("precisions") or {}).get("fp16") or {}
+    measured = fp16.get("device") == "CUDA" and float(fp16.get("tag_agreement") or 0) >= FP16_DEFAULT_AGREEMENT
+    made = all(graph_variant(model.path / g, "fp16").is_file() for g in (ENCODER, HEAD))
+    return replace(opts, precision="fp16" if gpu and measured and made else "fp32")
 
 
 def input_contract(model: InstalledModel, opts: EngineOptions, provider: str) -> Preprocess:
@@ -219,17 +238,21 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
         # After a run, idle pool threads spin for more work that a one-shot session never has,
         # taking cores from the other session loading beside it (search: -0.02 s measured).
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     if _cuda_wanted(opts.device):
         providers.insert(0, "CUDAExecutionProvider")
         with contextlib.suppress(Exception):  # CUDA/cuDNN from the nvidia-* wheels, if present
             ort.preload_dlls(directory="")
+    if opts.device == "tensorrt":
+        providers.insert(0, _tensorrt(path, opts))
     ort.set_default_logger_severity(_SILENT if len(providers) > 1 else _QUIET)
     # A graph onnxruntime cannot load (a truncated weights file) is also logged, in colour, by the
     # session's logger; the exception below says it once, in one line.
     so.log_severity_level = _SILENT
     try:
-        session = ort.InferenceSession(path, so, providers=providers)
+        # onnxruntime prints ("EP Error ... Falling back") where TensorRT does not load: said below in one line
+        with contextlib.redirect_stdout(io.StringIO()) if opts.device == "tensorrt" else contextlib.nullcontext():
+            session = ort.InferenceSession(path, so, providers=providers)
     except Exception as exc:
         raise _unloadable(path, exc) from None
     finally:
@@ -237,14 +260,32 @@ def _session(path: str | bytes, opts: EngineOptions, *, cpu_arena: bool = True) 
     if opts.device == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
         raise RamcliError("--device cuda was asked for, but CUDA could not be loaded",
                           hint="check the NVIDIA driver and the nvidia-* CUDA 12/13 wheels, or use --device auto")
+    if opts.device == "tensorrt" and session.get_providers()[0] != TENSORRT:
+        raise RamcliError("--device tensorrt was asked for, but TensorRT could not be loaded",
+                          hint="pip install tensorrt (the version onnxruntime-gpu was built for), or use --device cuda")
     return session
+
+
+TENSORRT = "TensorrtExecutionProvider"
+GPU_PROVIDERS = ("CUDAExecutionProvider", TENSORRT)
+
+
+def _tensorrt(path: str | bytes, opts: EngineOptions) -> tuple[str, dict[str, Any]]:
+    """onnxruntime's TensorRT provider for ``path``: engines built once per graph and GPU and kept
+    in the model's folder (``tensorrt/``; building one for Swin-L takes minutes), fp16 kernels where
+    --precision fp16 asks. Graphs TensorRT cannot take fall back to CUDA, then the CPU, per node."""
+    options: dict[str, Any] = {"trt_fp16_enable": opts.precision == "fp16", "trt_engine_cache_enable": True,
+                               "trt_timing_cache_enable": True}
+    if isinstance(path, str):
+        options["trt_engine_cache_path"] = options["trt_timing_cache_path"] = os.fspath(Path(path).parent / "tensorrt")
+    return TENSORRT, options
 
 
 def _openvino(path: str, opts: EngineOptions) -> Any:
     """The graph at ``path`` (its fp32 file) compiled by OpenVINO for this machine's CPU."""
     from ramcli.runtime import openvino
 
-    if opts.device == "cuda":
+    if opts.device in ("cuda", "tensorrt"):
         raise RamcliError("--backend openvino runs on the CPU", hint="use --backend onnxruntime for CUDA")
     threads = opts.threads or _cores()
     return openvino.Session(path, opts.precision, threads=threads, streams=max(1, opts.side_by_side))
@@ -288,7 +329,7 @@ class Engine:
 
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
-        self.opts = opts or EngineOptions()
+        self.opts = resolve_precision(model, opts or EngineOptions())
         if self.opts.backend == "auto":  # measured once per machine and model (runtime.backends)
             from ramcli.runtime.backends import choose
 
@@ -314,7 +355,7 @@ class Engine:
     @property
     def provider(self) -> str:
         """What actually runs: "CUDA" or "CPU"."""
-        return "CUDA" if self.head.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
+        return "CUDA" if self.head.get_providers()[0] in GPU_PROVIDERS else "CPU"
 
     @property
     def preprocess(self) -> Preprocess:

@@ -6,9 +6,11 @@ Below the pipeline (which adds a library's custom tags) so that agreement measur
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ramcli.models import store
 from ramcli.models.families import family_of
-from ramcli.runtime.engine import Engine, EngineOptions, for_batches
+from ramcli.runtime.engine import Engine, EngineOptions, for_batches, resolve_precision
 from ramcli.runtime.tagging import Tagger
 from ramcli.runtime.vocabulary import Vocabulary
 
@@ -19,9 +21,17 @@ def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None, 
     gets its captioning runtime behind the same interface (``caption_tags``: the user's guide).
     ``batch_size``: the images per `Tagger.infer` call to come, which on the CPU run side by side
     (engine.for_batches)."""
-    opts = opts or EngineOptions()
+    opts = resolve_precision(model, opts or EngineOptions())
     if family_of(model).captions:
         from ramcli.runtime.caption import CaptionTagger, Tag2Text
+
+        if opts.backend == "openvino" or opts.screen:
+            from ramcli.errors import RamcliError
+
+            raise RamcliError(f"{'--backend openvino' if opts.backend == 'openvino' else '--screen'} is for RAM and "
+                              f"RAM++; {model.name} ({model.family}) runs on onnxruntime with every tag",
+                              hint="leave the option out for this model")
+        opts = replace(opts, backend="onnxruntime")
 
         return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
     return Tagger(Engine(model, for_batches(opts, batch_size)), vocab or Vocabulary.builtin(model))
