@@ -124,6 +124,7 @@ def run_bench(model: store.InstalledModel, photos: list[Path], *, batch: int = 4
     return {
         "model": model.name, "family": model.family, "provider": tagger.engine.provider,
         "backend": tagger.engine.opts.backend, "precision": tagger.engine.opts.precision,
+        "screen": getattr(tagger, "screen", 0),  # tag screening's K; 0: every tag
         "threads": opts.threads or os.cpu_count(), "batch": batch, "side_by_side": tagger.engine.side_by_side,
         "photos": done, "errors": errors,
         "load_s": round(load_s, 2), "warmup_s": round(warmup_s, 2),
