@@ -138,9 +138,8 @@ class Tagger:
     def always(self) -> np.ndarray:
         """(T,) bool: tags the screen never drops. The user's own (custom) tags: they are few, and a
         screen tuned on the built-in tags says nothing about them."""
-        mask = np.zeros(self.vocab.size, dtype=bool)
-        mask[self.engine.model.num_tags:] = True
-        return mask
+        v = self.vocab
+        return np.zeros(v.size, dtype=bool) if v.ids is None else np.array([i < 0 for i in v.ids], dtype=bool)
 
     @property
     def head_tags(self) -> int:
