@@ -174,6 +174,7 @@ def models_verify(
 def _speed_option_agreement(name: str, photos: Path | None, count: int, result: dict[str, Any],
                             screen: list[int]) -> None:
     from ramcli.models import quantize, store
+    from ramcli.models.families import family_of
     from ramcli.pipeline import samples
 
     installed = store.get(name)
@@ -182,7 +183,7 @@ def _speed_option_agreement(name: str, photos: Path | None, count: int, result: 
         if made or photos or screen else None
     for precision in made:
         result[precision] = quantize.measure(installed, images, precision)
-    if photos is not None and installed.family in ("ram", "ram_plus"):
+    if photos is not None and not family_of(installed).captions:  # Tag2Text runs on onnxruntime only
         from ramcli.runtime import openvino
 
         if "BF16" in openvino.capabilities():  # OpenVINO here, on a CPU with bfloat16 instructions

@@ -37,6 +37,7 @@ import numpy as np
 from ramcli.errors import ImageError
 from ramcli.index import open_index
 from ramcli.models import store
+from ramcli.models.families import family_of
 from ramcli.models.flops import matmul_gflops, model_flops, reweight_gflop
 from ramcli.pipeline.clock import Clock
 from ramcli.pipeline.run import TagOptions, tag_run
@@ -140,7 +141,8 @@ def _against_the_limit(model: store.InstalledModel, tagger: Any, seconds: dict[s
                        total: float, threads: int) -> dict[str, Any]:
     """Achieved GFLOP/s per model stage and end to end, the machine's float32 matrix-product rate on
     the same threads, and their ratio; nothing for a family the FLOP count does not cover."""
-    flops = model_flops(model) if model.family in ("ram", "ram_plus") else None
+    family = family_of(model)  # the encoder + tag head pair: RAM and RAM++, not Tag2Text's captioner
+    flops = model_flops(model) if family.tags and not family.captions else None
     if flops is None:
         return {}
     vocab = tagger.vocab

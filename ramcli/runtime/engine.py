@@ -70,7 +70,8 @@ class EngineOptions:
     # those nearest the image in CLIP space (plus the user's own tags); 0: every tag.
     screen: int = 0
     # Which runtime runs the encoder and the tag head: onnxruntime, openvino (CPU; fp32 or bf16:
-    # ramcli.runtime.openvino) or auto (the faster of the two here, measured once: runtime.backends).
+    # ramcli.runtime.openvino) or auto (the faster of the two here, measured once: runtime.backends,
+    # decided by taggers.open_tagger before an Engine is made).
     backend: str = "onnxruntime"
 
 
@@ -330,10 +331,6 @@ class Engine:
     def __init__(self, model: InstalledModel, opts: EngineOptions | None = None) -> None:
         self.model = model
         self.opts = resolve_precision(model, opts or EngineOptions())
-        if self.opts.backend == "auto":  # measured once per machine and model (runtime.backends)
-            from ramcli.runtime.backends import choose
-
-            self.opts = replace(self.opts, backend=choose(model, self.opts))
         # arrays copied to the device once (`_on_device`), by id; each entry holds its array, so
         # the id cannot pass to another array while the copy is kept
         self._resident: dict[int, tuple[np.ndarray, ort.OrtValue]] = {}

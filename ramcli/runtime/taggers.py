@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from ramcli.models import store
 from ramcli.models.families import family_of
+from ramcli.runtime.backends import choose
 from ramcli.runtime.engine import Engine, EngineOptions, for_batches, resolve_precision
 from ramcli.runtime.tagging import Tagger
 from ramcli.runtime.vocabulary import Vocabulary
@@ -34,4 +35,7 @@ def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None, 
         opts = replace(opts, backend="onnxruntime")
 
         return CaptionTagger(Tag2Text(model, opts), caption_tags)  # type: ignore[return-value]
-    return Tagger(Engine(model, for_batches(opts, batch_size)), vocab or Vocabulary.builtin(model))
+    opts = for_batches(opts, batch_size)
+    if opts.backend == "auto":  # measured once per machine, model and threads
+        opts = replace(opts, backend=choose(model, opts))
+    return Tagger(Engine(model, opts), vocab or Vocabulary.builtin(model))
