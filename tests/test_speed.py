@@ -227,6 +227,7 @@ def test_the_gpu_check_runs_on_the_cpu_provider(tmp_path: Path) -> None:
     assert res["placement"]["io_binding"] is cuda
     if not cuda:
         assert res["cuda_vs_cpu"] is None and res["fp16_default_ok"] is False
+        assert all(r["gpu_peak_mib"] is None for r in runs)  # no nvidia-smi: nothing made up
     assert "photos/s end to end" in out.stderr
 
 

@@ -13,7 +13,8 @@ then reports:
 * photos/s end to end (``ramcli tag --dry-run``'s pipeline: decoding in the process pool
   overlapped with inference) at each batch size, fp32 and fp16, exact and draft JPEG decoding;
 * ms per stage (``ramcli bench``'s clocked pipeline) at the largest batch, per precision;
-* GPU memory (nvidia-smi, sampled while running; the peak);
+* GPU memory (nvidia-smi, sampled while running): the peak of each run (batch size x precision,
+  what a rule for the batch size from free memory needs) and of the whole check;
 * agreement: fp16 against fp32, and CUDA against the CPU (fp32), as tags shared and max |Δ score|,
   with ``fp16_default_ok``: whether fp16 reaches the 99.5 % tag agreement asked of a default;
 * whether RAM++'s description weighting ran on the GPU and its output stayed there (I/O binding).
@@ -202,7 +203,9 @@ def main() -> None:
         for precision in ("fp32", "fp16"):
             for decode in ("exact", "draft"):
                 for batch in batches:
-                    runs.append(end_to_end(model, photos, batch, precision, decode))
+                    with GpuMemory() as one:  # per run: what a batch size costs, to size batches from free memory
+                        runs.append(end_to_end(model, photos, batch, precision, decode))
+                    runs[-1]["gpu_peak_mib"] = one.peak
                     print(json.dumps(runs[-1]), file=sys.stderr)
         stages = {p: run_bench(model, photos[:max(batches) * 2], batch=max(batches),
                                engine=EngineOptions(precision=p)) for p in ("fp32", "fp16")}
