@@ -146,6 +146,24 @@ class InferActor:
 # ---- on the driver
 
 
+def _messages_to_stderr() -> None:
+    """Ray's driver prints the cluster's messages (a worker died, a task is retried) on standard output,
+    where `--json` lines go: send them to standard error with ramcli's own notes. Ray has no setting for
+    this (ray/_private/worker.py: ``listen_error_messages``), so its printer is wrapped; where a Ray version
+    lacks it, nothing changes."""
+    from ray._private import worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "ramcli", False):
+        return
+
+    def to_stderr(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return printer({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr.ramcli = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
 def _item(raw: bytes) -> Prepared | ImageError:
     got = pickle.loads(raw)
     if got[0] == "error":
@@ -270,6 +288,7 @@ class RayMiddle:
             raise RamcliError(f"cannot start or reach Ray ({first_line(exc)})",
                               hint="check --ray-address (auto, ray://HEAD:10001, HEAD:6379)" if address else None
                               ) from None
+        _messages_to_stderr()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ramcli draws its own bar
         ctx.print_on_execution_start = False
