@@ -24,6 +24,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -144,6 +145,23 @@ class InferActor:
 
 
 # ---- on the driver
+
+
+def _quiet_ray() -> None:
+    """Ray's own notes (a Dataset finished, progress bars are off, token auth) are not the user's business
+    during a tag run, and some would land on standard output among the `--json` lines: only Ray's errors
+    show, on standard error. (Its C++ core logs on its own: ``RAY_BACKEND_LOG_LEVEL=fatal`` silences that too,
+    at the price of a line saying so.)"""
+    import logging
+
+    for name in ("ray", "ray.data"):
+        log = logging.getLogger(name)
+        log.setLevel(logging.ERROR)
+        log.propagate = False
+        if not any(getattr(h, "ramcli", False) for h in log.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.ramcli = True  # type: ignore[attr-defined]
+            log.addHandler(handler)
 
 
 def _messages_to_stderr() -> None:
@@ -274,6 +292,7 @@ class RayMiddle:
         """Join the cluster, or start Ray here; True when this run started it (and so shuts it down)."""
         if ray.is_initialized():
             return False
+        _quiet_ray()
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "include_dashboard": False,
                                   "log_to_driver": False, "configure_logging": False}
@@ -312,7 +331,7 @@ class RayMiddle:
                             fn_kwargs={"pre": pre, "known": known_ref, "known_id": known_ref.hex(),
                                        "sampling": opts.sampling})
         engine = replace(self.engine, device="cuda") if gpus and self.engine.device == "auto" else self.engine
-        ds = ds.map_batches(InferActor, batch_size=batch, concurrency=actors,
+        ds = ds.map_batches(InferActor, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
                             fn_constructor_kwargs={
                                 "model": model, "engine": engine, "library": library, "selection": opts.selection,
