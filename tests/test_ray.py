@@ -38,8 +38,8 @@ def library(root: Path) -> Path:
 
 
 def tag(folder: Path, index: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[int, list[dict], str]:
-    res = run_cli("tag", str(folder), "-m", "tiny_ram_plus", "--batch-size", BATCH, "--threshold", "0", "--top-k", "8", "--index", str(index), "--json",
-                  *extra, env={**RAY_ENV, **(env or {})})
+    res = run_cli("tag", str(folder), "-m", "tiny_ram_plus", "--batch-size", BATCH, "--threshold", "0", "--top-k", "8",
+                  "--index", str(index), "--json", *extra, env={**RAY_ENV, **(env or {})})
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     return res.returncode, lines, res.stderr
 
@@ -156,3 +156,18 @@ def test_shards_round_trip_bit_for_bit(tmp_path: Path) -> None:
     assert v.stills is not None and v.stills[0].tags == tags and v.stills[0].t == 1.5
     assert v.stills[0].embeds[0].tobytes() == (emb[0] * 2).tobytes()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_without_ray_or_with_dry_run_one_clear_line(tiny_model, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    photo = make_photo(tmp_path / "p.jpg", seed=5)
+    no_ray = ("import sys; sys.modules['ray'] = None; from ramcli.cli import main; "
+              f"sys.argv = ['ramcli', 'tag', {str(photo)!r}, '--index', {str(tmp_path / 'x.db')!r}, '--ray']; main()")
+    res = subprocess.run([sys.executable, "-c", no_ray], capture_output=True, text=True, check=False)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and "pip install 'ramcli[ray]'" in lines[0], res.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before the index is made
+    dry = run_cli("tag", str(photo), "--dry-run", "--ray")
+    assert dry.returncode == 2 and "--dry-run" in dry.stderr and "Traceback" not in dry.stderr
