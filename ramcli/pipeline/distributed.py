@@ -339,6 +339,15 @@ class RayMiddle:
                                 "tokens": opts.store_tokens})
         indexed = index.known_hashes(model)  # as the run began: a hash only a shard holds is a resumed photo
         pending: dict[str, list[str]] = {}
+        try:
+            yield from self._results(ds, pending, left, indexed)
+        except ray.exceptions.RayError as exc:  # e.g. a node without the model: Ray's traceback, as one line
+            raise RamcliError(f"the Ray run failed: {first_line(exc)}",
+                              hint="the shards that landed are kept: fix it and run the same command again") from None
+
+    @staticmethod
+    def _results(ds: Any, pending: dict[str, list[str]], left: Any,
+                 indexed: frozenset[str]) -> Iterator[tuple[str, Any]]:
         for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for path, shard, raw in zip(out["path"], out["shard"], out["item"], strict=True):
                 if shard:
