@@ -218,7 +218,6 @@ class RayMiddle:
         self.caption_tags = caption_tags
         self.report = report
         self.resumed = 0  # photos taken from an interrupted run's shards (not sent out again)
-        self.sent = 0  # photos sent to the workers
 
     def __call__(self, index: Index, tagger: OnDemand, opts: TagOptions) -> Callable[[Sourced], Iterator[list[Item]]]:
         def middle(found: Sourced) -> Iterator[list[Item]]:
@@ -246,9 +245,15 @@ class RayMiddle:
             left = shards.Landed.scan(folder)
             merged = 0
 
-            def pick(record: shards.Record, path: Path) -> Inferred:
-                said = index.verdicts_for([record.hash]).get(record.hash, {})
-                return record.inferred(path, tagger().tags(record.logits, opts.selection, said), said)
+            def pick(records: list[tuple[shards.Record, Path]]) -> list[Item]:
+                """A group for the sink: each photo's tags chosen from its logits with the user's verdicts,
+                exactly as the infer stage chooses them in a local run (one index read per group)."""
+                said = index.verdicts_for([r.hash for r, _ in records])
+                out: list[Item] = []
+                for record, path in records:
+                    v = said.get(record.hash, {})
+                    out.append(record.inferred(path, tagger().tags(record.logits, opts.selection, v), v))
+                return out
 
             send: list[Path] = []
             again: dict[Path, list[Path]] = {}  # shard -> the photos to take from it (by their scan stat)
@@ -263,7 +268,8 @@ class RayMiddle:
                 wanted = {str(p) for p in paths}
                 records = [r for r in shards.read(shard) if r.path in wanted]
                 self.resumed += len(records)
-                yield [pick(r, Path(r.path)) for r in records]
+                if records:
+                    yield pick([(r, Path(r.path)) for r in records])
             if self.resumed:
                 self.report(f"{self.resumed} photos from the shards of an interrupted run (not inferred again)")
             if send:
@@ -274,12 +280,14 @@ class RayMiddle:
                         merged += 1
                         if merged == 2:
                             faults.point("ray-driver-second-shard")  # the resume test: one merged, one landed
-                        yield [pick(r, Path(r.path)) for r in shards.read(got[0]) if r.path in wanted]
+                        records = [r for r in shards.read(got[0]) if r.path in wanted]
+                        if records:
+                            yield pick([(r, Path(r.path)) for r in records])
                     elif kind == "resumed":
                         path, shard = got
                         record = next(r for r in shards.read(shard) if r.hash == path.hash)
                         self.resumed += 1
-                        yield [pick(record, path.path)]
+                        yield pick([(record, path.path)])
                     else:
                         yield [got]
             # every group is merged once the sink asks past the last one: the shards have served
@@ -318,7 +326,6 @@ class RayMiddle:
                 left: Any) -> Iterator[tuple[str, Any]]:
         """Ray Data over ``send``: ("shard", (file, paths)) per inferred batch, ("item", item) per photo that
         needed no model, ("resumed", (prepared, file)) per photo whose image an interrupted run's shard holds."""
-        self.sent = len(send)
         known = index.known_hashes(model) | frozenset(left.by_hash)
         known_ref = ray.put(known)
         rows = [{"path": str(p), "size": found.seen.get(str(p), (0, 0))[0],
