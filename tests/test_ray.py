@@ -25,7 +25,7 @@ PHOTOS = 12
 BATCH = "2"
 
 
-def library(root: Path) -> Path:
+def library(root: Path, video: bool = True) -> Path:
     """A tiny library: photos of several sizes and formats, one file that is not an image, one video."""
     from media import write_video
 
@@ -33,7 +33,8 @@ def library(root: Path) -> Path:
         suffix = ".png" if i % 4 == 3 else ".jpg"
         make_photo(root / f"sub{i % 2}" / f"p{i:02d}{suffix}", size=(320 + 16 * i, 240), seed=100 + i)
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    write_video(root / "clip.mp4", seconds=3.0, audio=False)
+    if video:
+        write_video(root / "clip.mp4", seconds=3.0, audio=False)
     return root
 
 
@@ -171,3 +172,32 @@ def test_without_ray_or_with_dry_run_one_clear_line(tiny_model, tmp_path: Path) 
     assert not (tmp_path / "x.db").exists()  # refused before the index is made
     dry = run_cli("tag", str(photo), "--dry-run", "--ray")
     assert dry.returncode == 2 and "--dry-run" in dry.stderr and "Traceback" not in dry.stderr
+
+
+def test_a_driver_killed_mid_write_resumes_by_image_hash(tiny_model, tmp_path: Path) -> None:
+    """The driver dies right after replacing the first photo with its keywords, before the index rows: that
+    photo's stat no longer matches its shard, but its image hash does, so the re-run takes it (and the rest of
+    what landed) from the shards, infers nothing twice, and the index is the local run's. (No video here: its
+    keywords go to a sidecar, which leaves its stat alone.)"""
+    import pyarrow.parquet as pq
+
+    a = library(tmp_path / "local", video=False)
+    b = tmp_path / "ray"
+    shutil.copytree(a, b)
+    tag(a, tmp_path / "a.db")
+    rc, first, _ = tag(b, tmp_path / "b.db", "--ray", env={"RAMCLI_FAULT": "after-replace"})
+    assert rc == 137 and not [d for d in first if d["status"] == "tagged"]
+    changed = []  # photos whose stat is no longer the one their shard recorded
+    for shard in (tmp_path / ".ray-shards").glob("*/*.parquet"):
+        for r in pq.read_table(shard, columns=["path", "size", "mtime_ns"]).to_pylist():
+            st = Path(r["path"]).stat()
+            if (st.st_size, st.st_mtime_ns) != (r["size"], r["mtime_ns"]):
+                changed.append(r["path"])
+    assert len(changed) == 1
+    rc, second, err = tag(b, tmp_path / "b.db", "--ray")
+    assert rc == 1, err
+    resumed = [line for line in err.splitlines() if "from the shards of an interrupted run" in line]
+    assert len(resumed) == 1 and resumed[0].endswith("(1 found by image hash)"), err
+    assert int(resumed[0].split()[0]) >= 2  # with the rest of its shard, at least
+    assert sum(d["status"] == "tagged" for d in second) == PHOTOS
+    assert dump(tmp_path / "b.db", b) == dump(tmp_path / "a.db", a)

@@ -217,7 +217,8 @@ class RayMiddle:
         self.engine = engine or EngineOptions()
         self.caption_tags = caption_tags
         self.report = report
-        self.resumed = 0  # photos taken from an interrupted run's shards (not sent out again)
+        self.resumed = 0  # photos taken from an interrupted run's shards (not inferred again)
+        self.by_hash = 0  # of those, photos whose stat had changed (keywords written, index not yet told)
 
     def __call__(self, index: Index, tagger: OnDemand, opts: TagOptions) -> Callable[[Sourced], Iterator[list[Item]]]:
         def middle(found: Sourced) -> Iterator[list[Item]]:
@@ -270,8 +271,6 @@ class RayMiddle:
                 self.resumed += len(records)
                 if records:
                     yield pick([(r, Path(r.path)) for r in records])
-            if self.resumed:
-                self.report(f"{self.resumed} photos from the shards of an interrupted run (not inferred again)")
             if send:
                 for kind, got in self._stream(ray, send, found, index, model.name, opts, library, pre, folder,
                                               gpus, left):
@@ -287,9 +286,13 @@ class RayMiddle:
                         path, shard = got
                         record = next(r for r in shards.read(shard) if r.hash == path.hash)
                         self.resumed += 1
+                        self.by_hash += 1
                         yield pick([(record, path.path)])
                     else:
                         yield [got]
+            if self.resumed:
+                self.report(f"{self.resumed} photos from the shards of an interrupted run, not inferred again "
+                            f"({self.by_hash} found by image hash)")
             # every group is merged once the sink asks past the last one: the shards have served
             shutil.rmtree(folder, ignore_errors=True)
         finally:
