@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ramcli.index import Index
     from ramcli.models.store import InstalledModel
     from ramcli.pipeline.calibrate import Calibration
+    from ramcli.pipeline.distributed import RayOptions
     from ramcli.pipeline.prepare import Pool
     from ramcli.pipeline.rescore import Rescore
     from ramcli.pipeline.run import Run, TagOptions, Untag
@@ -102,7 +103,7 @@ class Library:
     # ---- tagging
     def tag(self, paths: Iterable[str | Path], options: TagOptions | None = None, *,
             caption_tags: list[str] | None = None, tagger: Any = None, pool: Pool | None = None,
-            lock_per_write: bool = False) -> Run:
+            lock_per_write: bool = False, ray: RayOptions | None = None) -> Run:
         """Tag photos and folders: keywords into the files and rows into the index, incrementally.
 
         With ``options.dry_run`` nothing is written anywhere (the index is not even opened for
@@ -114,20 +115,36 @@ class Library:
         Cheap refusals come first, before any model is loaded or downloaded: no named path exists,
         or another run holds the index. ``pool``: how photos are decoded (default: worker processes).
         ``lock_per_write``: take the index's writer lock only while each batch is written, waiting for
-        another writer rather than refusing (`watch`); by default the run holds it from the start."""
+        another writer rather than refusing (`watch`); by default the run holds it from the start.
+        ``ray``: decode and infer on a Ray cluster (``pipeline.distributed``); the index and the keywords are
+        written here, by the same sink."""
         from ramcli.pipeline.run import TagOptions, tag_run
 
         opts = options or TagOptions()
         roots = [Path(p).expanduser() for p in paths]
         _some_exist(roots)
+        middle = None
+        if ray is not None:
+            from ramcli.errors import UsageError
+            from ramcli.pipeline.distributed import RayMiddle
+
+            if opts.dry_run:
+                raise UsageError("--ray and --dry-run exclude each other", hint="a dry run tags here: drop --ray")
+            middle = RayMiddle(ray, index_file=self.index_path, engine=self.engine, caption_tags=caption_tags,
+                               report=self.report)
         ix = None if opts.dry_run else self.open_index(writer=True, must_exist=False, lock_per_write=lock_per_write)
         try:
+            if tagger is None and middle is not None:  # the driver reads the vocabulary; the workers run the model
+                from ramcli.pipeline.tagger import OnDemand
+
+                tagger = OnDemand(self.model, lambda: self.tagger(batch_size=opts.batch_size,
+                                                                  caption_tags=caption_tags))
             lazy = tagger if tagger is not None else self._tagger_on_demand(opts.batch_size, caption_tags)
             if ix is None:  # a dry run: the verdicts of an index that exists, read only, say what would be written
                 said = self.open_index() if self.index_path.is_file() else None
                 return tag_run(roots, lazy, None, opts, pool=pool, close=said.close if said else lambda: None,
                                verdicts=said.verdicts_for if said else None)
-            return tag_run(roots, lazy, ix, opts, close=ix.close, pool=pool)
+            return tag_run(roots, lazy, ix, opts, close=ix.close, pool=pool, middle=middle)
         except BaseException:
             if ix is not None:
                 ix.close()

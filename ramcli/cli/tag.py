@@ -65,6 +65,17 @@ def tag(
                                                  rich_help_panel=o.WHAT)] = False,
     only_videos: Annotated[bool, typer.Option("--only-videos", help="Take only videos.",
                                               rich_help_panel=o.WHAT)] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", rich_help_panel=o.SPEED,
+        help="Decode and infer with Ray: on this machine, or on the cluster --ray-address names. Needs "
+             "`pip install 'ramcli[ray]'`.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDRESS", rich_help_panel=o.SPEED,
+        help="The Ray cluster to run on (`auto`, `ray://head:10001`); implies --ray.")] = None,
+    shards: Annotated[Path | None, typer.Option(
+        "--shards", metavar="DIR", rich_help_panel=o.SPEED,
+        help="With --ray: where workers write results (storage every node reaches; default: beside the "
+             "index).")] = None,
     batch_size: o.BatchSizeOpt = 4,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Decoding processes (0: one per core).",
                                          rich_help_panel=o.SPEED)] = 0,
@@ -109,10 +120,15 @@ def tag(
                       sampling=Sampling(every, frames),
                       media="photos" if exclude_videos else "videos" if only_videos else "all")
     with render.errors():
+        on_ray = None
+        if ray or ray_address:
+            from ramcli.pipeline.distributed import RayOptions
+
+            on_ray = RayOptions(address=ray_address, shards=shards)
         lib = Library(index, model=model, download=not no_download, report=render.say,
                       engine=EngineOptions(device=device.value, threads=threads, precision=precision.value,
                                            decode=decode.value, screen=screen, backend=backend.value))
-        run = lib.tag(o.path_list(paths, files_from), opts, caption_tags=guide)  # says the model when it loads
+        run = lib.tag(o.path_list(paths, files_from), opts, caption_tags=guide, ray=on_ray)  # says the model
         with render.interrupted("what was done is saved; run the same command to go on"), \
                 render.progress("tagging") as bar:
             run.on_total = bar.total

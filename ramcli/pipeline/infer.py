@@ -42,6 +42,9 @@ class Inferred:
     caption: str | None
     verdicts: dict[str, str] = field(default_factory=dict)  # the user's on this image: tag name -> confirm | reject
     stills: list[Still] | None = None  # a video's sampled moments; None for a photo
+    # the (T,) logits ``tags`` were chosen from (a video: the maximum over its stills): a Ray run's driver
+    # chooses the tags again from them with the index's verdicts (pipeline.distributed)
+    logits: np.ndarray | None = None
 
 
 Item = Prepared | ImageError | Inferred
@@ -96,6 +99,7 @@ class Infer:
         said = self.verdicts([p.hash for p in batch if p.hash]) if self.verdicts else {}
         verdicts = [said.get(p.hash or "", {}) for p in batch]
         rows: list[int] = []  # per item, the row of x whose embedding (and caption) it keeps
+        chosen: list[np.ndarray] = []  # per item, the logits its tags come from
         stills: list[list[Still] | None] = []
         tags: list[list[Tag]] = []
         with clock("head"):
@@ -103,17 +107,19 @@ class Infer:
                 if not p.video:
                     rows.append(a)
                     stills.append(None)
+                    chosen.append(logits[a])
                     tags.append(tagger.tags(logits[a], self.selection, v))
                     continue
                 own = [tagger.tags(logits[j], self.selection) for j in range(a, b)]
                 best = max(range(b - a), key=lambda k: (sum(t.score for t in own[k]), -k))
                 rows.append(a + best)
                 stills.append([Still(t, embeds[a + k], own[k]) for k, t in enumerate(p.times or [])])
-                tags.append(tagger.tags(logits[a:b].max(axis=0), self.selection, v))
+                chosen.append(logits[a:b].max(axis=0))
+                tags.append(tagger.tags(chosen[-1], self.selection, v))
         t = time.perf_counter()
         captions = tagger.captions(embeds[rows], logits[rows])
         clock.add("caption" if any(c is not None for c in captions) else "head", time.perf_counter() - t)
-        return [Inferred(p, embeds[rows[i]], tags[i], captions[i], verdicts[i], stills[i])
+        return [Inferred(p, embeds[rows[i]], tags[i], captions[i], verdicts[i], stills[i], chosen[i])
                 for i, p in enumerate(batch)]
 
     def _model(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ beets' ``ImportSession.run`` is the model: a run is a list of stages, and what d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from ramcli.media import Media
 from ramcli.pipeline import sources
 from ramcli.pipeline.clock import NO_CLOCK, Clock
 from ramcli.pipeline.events import Event
-from ramcli.pipeline.infer import Infer
+from ramcli.pipeline.infer import Infer, Item
 from ramcli.pipeline.journal import Journal
 from ramcli.pipeline.keywords import KeywordSync, one_line
 from ramcli.pipeline.prepare import Pool, Prepare, Sampling
@@ -29,6 +29,10 @@ from ramcli.runtime.tagging import Selection
 
 if TYPE_CHECKING:
     from ramcli.index import Index, PhotoRow
+
+#: What can replace prepare -> infer: the source's findings in, groups as :class:`Infer` yields them out (a lone
+#: pass-through item, or one inferred batch). A Ray run is one (``pipeline.distributed``): the sink stays the same.
+Middle = Callable[[sources.Sourced], Iterable[list[Item]]]
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,14 @@ class Run:
     """
 
     def __init__(self, source: Callable[[], sources.Sourced], prepare: Prepare, infer: Infer, sink: Sink, *,
-                 close: Callable[[], None] = lambda: None) -> None:
+                 close: Callable[[], None] = lambda: None, middle: Middle | None = None) -> None:
+        """``middle``: runs in place of ``infer(prepare(...))`` (a Ray run)."""
         self.source = source
         self.prepare = prepare
         self.infer = infer
         self.sink = sink
         self.close = close
+        self.middle = middle
         self.counts: Counter[str] = Counter()
         self.on_total: Callable[[int], None] = lambda _n: None
 
@@ -86,7 +92,8 @@ class Run:
             try:
                 for ev in found.early:
                     yield self._count(self.sink.early(ev))
-                for group in self.infer(self.prepare(found.todo)):
+                groups = self.middle(found) if self.middle is not None else self.infer(self.prepare(found.todo))
+                for group in groups:
                     for ev in self.sink.consume(group):
                         yield self._count(ev)
                 for ev in self.sink.finish():
@@ -108,14 +115,16 @@ def known_hashes(index: Index, model: str) -> Callable[[], frozenset[str]]:
 
 def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOptions, *,
             close: Callable[[], None] = lambda: None, clock: Clock = NO_CLOCK, pool: Pool | None = None,
-            verdicts: Callable[[list[str]], dict[str, dict[str, str]]] | None = None) -> Run:
+            verdicts: Callable[[list[str]], dict[str, dict[str, str]]] | None = None,
+            middle: Callable[[Index, OnDemand, TagOptions], Middle] | None = None) -> Run:
     """`ramcli tag` over ``paths``: into ``index`` and the files, or, with ``opts.dry_run``, a report only.
 
     ``tagger``: an open tagger, or an :class:`OnDemand` one that loads the model only when the first
     photo needs preparing (a no-change re-run never does). ``pool``: how photos are prepared (default:
     worker processes for a library run, threads for a dry run; ``bench`` prepares inline so each stage
     has its own clock). ``verdicts``: for a dry run, the user's verdicts from an existing index, so the
-    report shows what a real run would write (photos are then hashed to find them)."""
+    report shows what a real run would write (photos are then hashed to find them). ``middle``: makes what runs
+    in place of prepare -> infer for a library run (`tag --ray`), given the index, the tagger and the options."""
     roots = [Path(p).absolute() for p in paths]
     lazy = tagger if isinstance(tagger, OnDemand) else OnDemand.ready(tagger)
     infer = Infer(lazy, opts.selection, batch_size=opts.batch_size, clock=clock)
@@ -148,7 +157,7 @@ def tag_run(paths: Sequence[Path], tagger: Any, index: Index | None, opts: TagOp
                       ahead=ahead, clock=clock, sampling=opts.sampling)
     return Run(lambda: sources.scan(roots, opts.exclude, index=index, model=model, retry_errors=opts.retry_errors,
                                     media=opts.media),
-               prepare, infer, sink, close=close)
+               prepare, infer, sink, close=close, middle=middle(index, lazy, opts) if middle is not None else None)
 
 
 class Untag:

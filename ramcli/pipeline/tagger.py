@@ -4,6 +4,7 @@ only when a photo first needs it (:class:`OnDemand`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +34,45 @@ def resolve_model(name: str | None, *, download: bool, report: Report) -> store.
     return pull(name, report, note=f"model {name} is not installed yet: downloading and converting it once")
 
 
-def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
-                index_file: Path | None = None, caption_tags: list[str] | None = None,
-                batch_size: int = 1) -> Tagger:
-    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``,
-    with the thresholds `ramcli tags calibrate` fitted there in place of the shipped ones
-    (``runtime.taggers.open_tagger`` for the rest: captioning families, side-by-side batches)."""
-    vocab = None
-    if index_file is not None and index_file.exists() and family_of(model).takes_custom_tags:
+@dataclass(frozen=True)
+class LibraryVocab:
+    """What a library's index adds to its model's built-in tags: custom tags, disabled tags, calibrated
+    thresholds. Kept apart from the built-in vocabulary (full RAM++: ~480 MB of label embeddings) because it
+    is small: a Ray worker gets this and rebuilds the same vocabulary from its own copy of the model."""
+
+    custom: tuple[Any, ...] = ()  # vocab.custom.CustomTag
+    disabled: frozenset[str] = frozenset()
+    calibrated: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def read(cls, model: store.InstalledModel, index_file: Path | None) -> LibraryVocab | None:
+        """The index's additions, or None where there is no index or the family takes no custom tags."""
+        if index_file is None or not index_file.exists() or not family_of(model).takes_custom_tags:
+            return None
         from ramcli.index import open_index
         from ramcli.vocab import custom
 
         ix = open_index(index_file)
         try:
-            vocab = Vocabulary.builtin(model).with_custom(custom.load(ix), custom.disabled(ix)) \
-                .with_thresholds(ix.calibrated(model.name))
+            return cls(tuple(custom.load(ix)), frozenset(custom.disabled(ix)),
+                       tuple(sorted(ix.calibrated(model.name).items())))
         finally:
             ix.close()
+
+    def vocabulary(self, model: store.InstalledModel) -> Vocabulary:
+        return Vocabulary.builtin(model).with_custom(self.custom, self.disabled) \
+            .with_thresholds(dict(self.calibrated))
+
+
+def open_tagger(model: store.InstalledModel, opts: EngineOptions | None = None,
+                index_file: Path | None = None, caption_tags: list[str] | None = None,
+                batch_size: int = 1, *, library: LibraryVocab | None = None) -> Tagger:
+    """The model's tags plus the custom ones (and minus the disabled ones) of the index at ``index_file``,
+    with the thresholds `ramcli tags calibrate` fitted there in place of the shipped ones
+    (``runtime.taggers.open_tagger`` for the rest: captioning families, side-by-side batches).
+    ``library``: those additions already read (a Ray worker has no index file)."""
+    extra = library if library is not None else LibraryVocab.read(model, index_file)
+    vocab = extra.vocabulary(model) if extra is not None else None
     return taggers.open_tagger(model, opts, vocab=vocab, caption_tags=caption_tags, batch_size=batch_size)
 
 
