@@ -121,13 +121,14 @@ def matmul_gflops(threads: int, size: int = 2048, seconds: float = 1.5) -> float
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    from ramcli.runtime.engine import session_options
+
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = session_options()
     if threads:
         so.intra_op_num_threads = threads
     session = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])

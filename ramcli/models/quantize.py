@@ -116,15 +116,23 @@ def top_overlap(s_ref: np.ndarray, s_low: np.ndarray, k: int) -> int:
 def agreement(model: store.InstalledModel, images: np.ndarray | None = None, *,
               precision: str = INT8, backend: str = "onnxruntime") -> dict[str, Any]:
     """Tags of ``precision`` (on ``backend``) against fp32 on ``images`` (B, 3, S, S), at the model's thresholds."""
+    # fp16 is for CUDA: measured there where it loads (what --precision auto reads), else on the CPU
+    device = "auto" if precision == FP16 else "cpu"
+    low, result = _against_fp32(model, images, EngineOptions(device=device, precision=precision, backend=backend))
+    return {"precision": precision, **({"backend": backend} if backend != "onnxruntime" else {}),
+            "device": low.engine.provider, **result}
+
+
+def _against_fp32(model: store.InstalledModel, images: np.ndarray | None,
+                  fast: EngineOptions) -> tuple[Any, dict[str, Any]]:
+    """The tagger ``fast`` opens, and how far its tags on ``images`` (default: fixed samples) are from fp32's
+    on the same device."""
     from ramcli.runtime.taggers import open_tagger
 
     imgs = images if images is not None else parity_images(model.preprocess, 4)
-    # fp16 is for CUDA: measured there where it loads (what --precision auto reads), else on the CPU
-    device = "auto" if precision == FP16 else "cpu"
-    ref = open_tagger(model, EngineOptions(device=device))
-    low = open_tagger(model, EngineOptions(device=device, precision=precision, backend=backend))
-    return {"precision": precision, **({"backend": backend} if backend != "onnxruntime" else {}),
-            "device": low.engine.provider, **compare(model, ref, imgs, low, imgs)}
+    ref = open_tagger(model, EngineOptions(device=fast.device))
+    low = open_tagger(model, fast)
+    return low, compare(model, ref, imgs, low, imgs)
 
 
 def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, low_x: np.ndarray,
@@ -166,12 +174,7 @@ def compare(model: store.InstalledModel, ref: Any, ref_x: np.ndarray, low: Any, 
 def screen_agreement(model: store.InstalledModel, images: np.ndarray | None, k: int) -> dict[str, Any]:
     """Tag screening at ``k`` against the full tag head on ``images``: ``fired_kept`` is the screen's
     recall (the scores of the tags it keeps are the full head's, so it can only lose tags)."""
-    from ramcli.runtime.taggers import open_tagger
-
-    imgs = images if images is not None else parity_images(model.preprocess, 4)
-    ref = open_tagger(model, EngineOptions(device="cpu"))
-    low = open_tagger(model, EngineOptions(device="cpu", screen=k))
-    return {"screen": k, **compare(model, ref, imgs, low, imgs)}
+    return {"screen": k, **_against_fp32(model, images, EngineOptions(device="cpu", screen=k))[1]}
 
 
 def measure(model: store.InstalledModel, images: np.ndarray | None, precision: str = INT8) -> dict[str, Any]:

@@ -146,8 +146,7 @@ def _against_the_limit(model: store.InstalledModel, tagger: Any, seconds: dict[s
     if flops is None:
         return {}
     vocab = tagger.vocab
-    tags = tagger.head_tags if hasattr(tagger, "head_tags") else vocab.size
-    head = flops.head(tags)
+    head = flops.head(tagger.head_tags)
     if vocab.reweight_scale is not None:  # RAM++: the description weighting runs over every tag
         head += sum(reweight_gflop(g.count, g.embeds.shape[1], g.embeds.shape[2]) for g in vocab.groups)
     per_stage = {"encoder": flops.encoder, "head": head, "inference": flops.encoder + head}

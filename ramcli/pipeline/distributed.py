@@ -19,6 +19,7 @@ Only imported with ``--ray``: Ray is an optional extra (``pip install 'ramcli[ra
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -233,6 +234,7 @@ class RayMiddle:
 
         if not found.todo:
             return  # nothing new: Ray is not even started
+        read = functools.lru_cache(maxsize=8)(shards.read)  # photos resumed by hash: their shard read once
         model = tagger.model
         library = LibraryVocab.read(model, self.index_file)
         ray = need_ray()
@@ -284,7 +286,7 @@ class RayMiddle:
                             yield pick([(r, Path(r.path)) for r in records])
                     elif kind == "resumed":
                         path, shard = got
-                        record = next(r for r in shards.read(shard) if r.hash == path.hash)
+                        record = next(r for r in read(shard) if r.hash == path.hash)
                         self.resumed += 1
                         self.by_hash += 1
                         yield pick([(record, path.path)])
@@ -329,8 +331,8 @@ class RayMiddle:
                 left: Any) -> Iterator[tuple[str, Any]]:
         """Ray Data over ``send``: ("shard", (file, paths)) per inferred batch, ("item", item) per photo that
         needed no model, ("resumed", (prepared, file)) per photo whose image an interrupted run's shard holds."""
-        known = index.known_hashes(model) | frozenset(left.by_hash)
-        known_ref = ray.put(known)
+        indexed = index.known_hashes(model)  # as the run began: a hash only a shard holds is a resumed photo
+        known_ref = ray.put(indexed | frozenset(left.by_hash))
         rows = [{"path": str(p), "size": found.seen.get(str(p), (0, 0))[0],
                  "mtime_ns": found.seen.get(str(p), (0, 0))[1]} for p in send]
         batch = opts.batch_size
@@ -347,7 +349,6 @@ class RayMiddle:
                                 "model": model, "engine": engine, "library": library, "selection": opts.selection,
                                 "batch_size": batch, "caption_tags": self.caption_tags, "folder": str(folder),
                                 "tokens": opts.store_tokens})
-        indexed = index.known_hashes(model)  # as the run began: a hash only a shard holds is a resumed photo
         pending: dict[str, list[str]] = {}
         try:
             yield from self._results(ds, pending, left, indexed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -134,7 +135,7 @@ class Tagger:
         k = self.engine.opts.screen
         return k if 0 < k < self.vocab.size - int(self.always.sum()) else 0
 
-    @property
+    @cached_property
     def always(self) -> np.ndarray:
         """(T,) bool: tags the screen never drops. The user's own (custom) tags: they are few, and a
         screen tuned on the built-in tags says nothing about them."""
